@@ -1,0 +1,592 @@
+//! Configuration: TOML as written by the operator ([`raw`]) becomes a validated [`Config`].
+//! The rest of the program never sees raw configuration. Every error names the key.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+
+use crate::proto::lease::ClientKey;
+use crate::proto::subnet::{prefix_mask, Pool, Reservation, Subnet, Subnets};
+use crate::proto::wire::options::{self, code};
+
+/// The configuration `ringlease demo` runs with: one relayed subnet on loopback.
+pub const DEMO_CONFIG: &str = include_str!("../examples/demo.toml");
+
+/// Which datagram backend the workers use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendSetting {
+    Auto,
+    IoUring,
+    Fallback,
+}
+
+/// Validated `[server]` settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerConfig {
+    pub listen: Vec<SocketAddrV4>,
+    pub server_id: Ipv4Addr,
+    /// One worker per entry; `Some(core)` pins it.
+    pub worker_cores: Vec<Option<usize>>,
+    pub backend: BackendSetting,
+    pub lease_dir: PathBuf,
+    pub offer_hold_s: u32,
+    pub decline_hold_s: u32,
+    pub recv_buffer_bytes: Option<usize>,
+    pub send_buffer_bytes: Option<usize>,
+}
+
+/// The whole validated configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub subnets: Subnets,
+}
+
+/// A configuration problem: which key, and what is wrong with it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{key}: {problem}")]
+pub struct ConfigError {
+    pub key: String,
+    pub problem: String,
+}
+
+fn err<T>(key: impl Into<String>, problem: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError {
+        key: key.into(),
+        problem: problem.into(),
+    })
+}
+
+/// Socket receive buffer per worker unless configured: room for bursts of thousands of
+/// requests (each loopback or NIC datagram costs 1–4 KiB of buffer).
+pub const DEFAULT_RECV_BUFFER_BYTES: usize = 8 << 20;
+
+/// Upper bound on workers: one per core of the biggest box we tune for, with headroom.
+pub const MAX_WORKERS: usize = 256;
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).or_else(|e| {
+            err(
+                path.display().to_string(),
+                format!("cannot read the file: {e}"),
+            )
+        })?;
+        Config::from_toml(&text)
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let raw: raw::Config = toml::from_str(text).or_else(|e| {
+            let key = e
+                .span()
+                .map(|span| {
+                    let line = text[..span.start.min(text.len())].lines().count().max(1);
+                    format!("line {line}")
+                })
+                .unwrap_or_else(|| "file".into());
+            err(key, e.message().to_string())
+        })?;
+        raw.validate()
+    }
+}
+
+/// The operator's words, as serde reads them.
+mod raw {
+    use serde::Deserialize;
+    use std::collections::BTreeMap;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Config {
+        pub server: Server,
+        #[serde(default)]
+        pub subnet: Vec<Subnet>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Server {
+        pub listen: Vec<String>,
+        pub server_id: String,
+        pub workers: Option<usize>,
+        pub cores: Option<Vec<usize>>,
+        pub backend: Option<String>,
+        pub lease_dir: Option<String>,
+        pub offer_hold: Option<u32>,
+        pub decline_hold: Option<u32>,
+        pub recv_buffer_bytes: Option<usize>,
+        pub send_buffer_bytes: Option<usize>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Subnet {
+        pub prefix: String,
+        #[serde(default)]
+        pub pools: Vec<String>,
+        pub lease_time: Option<u32>,
+        pub min_lease_time: Option<u32>,
+        pub max_lease_time: Option<u32>,
+        pub renewal_time: Option<u32>,
+        pub rebinding_time: Option<u32>,
+        #[serde(default)]
+        pub routers: Vec<String>,
+        #[serde(default)]
+        pub dns: Vec<String>,
+        #[serde(default)]
+        pub ntp: Vec<String>,
+        pub domain_name: Option<String>,
+        pub broadcast: Option<String>,
+        /// Any other option, by name or code: `options = { "tftp-server-name" = "boot", "150" = "0x0a000001" }`.
+        #[serde(default)]
+        pub options: BTreeMap<String, String>,
+        #[serde(default)]
+        pub reservation: Vec<Reservation>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Reservation {
+        pub hw: Option<String>,
+        pub client_id: Option<String>,
+        pub ip: String,
+    }
+}
+
+fn parse_ip(key: &str, s: &str) -> Result<Ipv4Addr, ConfigError> {
+    s.trim()
+        .parse()
+        .or_else(|_| err(key, format!("'{s}' is not an IPv4 address")))
+}
+
+fn parse_prefix(key: &str, s: &str) -> Result<(Ipv4Addr, u8), ConfigError> {
+    let Some((ip, len)) = s.split_once('/') else {
+        return err(key, format!("'{s}' is not a prefix like 10.0.0.0/16"));
+    };
+    let ip = parse_ip(key, ip)?;
+    let len: u8 = match len.trim().parse() {
+        Ok(n) if n <= 32 => n,
+        _ => return err(key, format!("'{len}' is not a prefix length 0..=32")),
+    };
+    if u32::from(ip) & !prefix_mask(len) != 0 {
+        return err(
+            key,
+            format!("{s} has host bits set (did you mean {}/{len}?)", {
+                Ipv4Addr::from(u32::from(ip) & prefix_mask(len))
+            }),
+        );
+    }
+    Ok((ip, len))
+}
+
+/// A pool as "first-last" or as a prefix "a.b.c.d/n" (all of it).
+fn parse_pool(key: &str, s: &str) -> Result<Pool, ConfigError> {
+    if let Some((first, last)) = s.split_once('-') {
+        let pool = Pool {
+            first: parse_ip(key, first)?,
+            last: parse_ip(key, last)?,
+        };
+        if pool.first > pool.last {
+            return err(key, format!("'{s}': the first address is after the last"));
+        }
+        return Ok(pool);
+    }
+    let (network, len) = parse_prefix(key, s)?;
+    Ok(Pool {
+        first: network,
+        last: Ipv4Addr::from(u32::from(network) | !prefix_mask(len)),
+    })
+}
+
+/// "02:00:00:00:00:01" (or with '-') → bytes; at most 16 (the size of chaddr).
+fn parse_hex_bytes(key: &str, s: &str, max: usize) -> Result<Vec<u8>, ConfigError> {
+    let bytes: Result<Vec<u8>, _> = s
+        .split([':', '-'])
+        .map(|part| u8::from_str_radix(part, 16))
+        .collect();
+    match bytes {
+        Ok(b) if !b.is_empty() && b.len() <= max => Ok(b),
+        _ => err(
+            key,
+            format!("'{s}' is not 1..={max} hex bytes like 02:00:00:00:00:01"),
+        ),
+    }
+}
+
+fn option_def(key: &str, name: &str) -> Result<u8, ConfigError> {
+    if let Ok(code) = name.parse::<u8>() {
+        return match code {
+            0 | 255 => err(key, "options 0 (pad) and 255 (end) cannot be configured"),
+            _ => Ok(code),
+        };
+    }
+    options::by_name(name)
+        .map(|d| d.code)
+        .ok_or_else(|| ConfigError {
+            key: key.into(),
+            problem: format!("unknown option name '{name}' (use its code number instead)"),
+        })
+}
+
+/// Options the server writes itself for every reply; configuring them would only conflict.
+const SERVER_OWNED_OPTIONS: [u8; 8] = [
+    code::REQUESTED_IP,
+    code::LEASE_TIME,
+    code::OVERLOAD,
+    code::MESSAGE_TYPE,
+    code::SERVER_ID,
+    code::RENEWAL_TIME,
+    code::REBINDING_TIME,
+    code::RELAY_AGENT_INFO,
+];
+
+impl raw::Config {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let server = self.server.validate()?;
+        if self.subnet.is_empty() {
+            return err("subnet", "at least one [[subnet]] is needed");
+        }
+        let mut subnets = Vec::with_capacity(self.subnet.len());
+        for (id, raw) in self.subnet.into_iter().enumerate() {
+            let subnet = raw.validate(id)?;
+            let key = format!("subnet[{id}].prefix");
+            if let Some(other) = subnets.iter().find(|s: &&Subnet| {
+                s.network == subnet.network && s.prefix_len == subnet.prefix_len
+            }) {
+                return err(key, format!("same prefix as subnet[{}]", other.id));
+            }
+            for pool in &subnet.pools {
+                for other in &subnets {
+                    if other.pools.iter().any(|p| p.first <= pool.last && pool.first <= p.last) {
+                        return err(
+                            format!("subnet[{id}].pools"),
+                            format!("overlaps a pool of subnet[{}]", other.id),
+                        );
+                    }
+                }
+            }
+            subnets.push(subnet);
+        }
+        Ok(Config {
+            server,
+            subnets: Subnets::new(subnets),
+        })
+    }
+}
+
+impl raw::Server {
+    fn validate(self) -> Result<ServerConfig, ConfigError> {
+        if self.listen.is_empty() {
+            return err("server.listen", "at least one address:port is needed");
+        }
+        let mut listen = Vec::new();
+        for (i, s) in self.listen.iter().enumerate() {
+            let key = format!("server.listen[{i}]");
+            let addr: SocketAddrV4 = s.parse().or_else(|_| {
+                err(
+                    &key,
+                    format!("'{s}' is not an IPv4 address:port like 0.0.0.0:67"),
+                )
+            })?;
+            if listen.contains(&addr) {
+                return err(key, format!("{addr} is listed twice"));
+            }
+            listen.push(addr);
+        }
+        let server_id = parse_ip("server.server_id", &self.server_id)?;
+        if server_id.is_unspecified() || server_id.is_broadcast() || server_id.is_multicast() {
+            return err("server.server_id", "must be one of this server's unicast addresses");
+        }
+        let worker_cores = match (self.workers, self.cores) {
+            (Some(_), Some(_)) => {
+                return err("server.workers", "give either workers or cores, not both")
+            }
+            (_, Some(cores)) => {
+                if cores.is_empty() || cores.len() > MAX_WORKERS {
+                    return err("server.cores", format!("needs 1..={MAX_WORKERS} cores"));
+                }
+                let mut seen = cores.clone();
+                seen.sort_unstable();
+                seen.dedup();
+                if seen.len() != cores.len() {
+                    return err("server.cores", "a core is listed twice");
+                }
+                cores.into_iter().map(Some).collect()
+            }
+            (workers, None) => match workers.unwrap_or(1) {
+                n @ 1..=MAX_WORKERS => vec![None; n],
+                n => return err("server.workers", format!("{n} is not in 1..={MAX_WORKERS}")),
+            },
+        };
+        let backend = match self.backend.as_deref().unwrap_or("auto") {
+            "auto" => BackendSetting::Auto,
+            "io_uring" => BackendSetting::IoUring,
+            "fallback" => BackendSetting::Fallback,
+            other => {
+                return err(
+                    "server.backend",
+                    format!("'{other}' is not one of auto, io_uring, fallback"),
+                )
+            }
+        };
+        let offer_hold_s = self.offer_hold.unwrap_or(30);
+        if !(1..=3600).contains(&offer_hold_s) {
+            return err("server.offer_hold", "must be 1..=3600 seconds");
+        }
+        Ok(ServerConfig {
+            listen,
+            server_id,
+            worker_cores,
+            backend,
+            lease_dir: PathBuf::from(
+                self.lease_dir
+                    .unwrap_or_else(|| "/var/lib/ringlease".into()),
+            ),
+            offer_hold_s,
+            decline_hold_s: self.decline_hold.unwrap_or(86_400),
+            recv_buffer_bytes: Some(self.recv_buffer_bytes.unwrap_or(DEFAULT_RECV_BUFFER_BYTES)),
+            send_buffer_bytes: self.send_buffer_bytes,
+        })
+    }
+}
+
+impl raw::Subnet {
+    fn validate(self, id: usize) -> Result<Subnet, ConfigError> {
+        let k = |field: &str| format!("subnet[{id}].{field}");
+        let (network, prefix_len) = parse_prefix(&k("prefix"), &self.prefix)?;
+        let inside = |ip: Ipv4Addr| u32::from(ip) & prefix_mask(prefix_len) == u32::from(network);
+
+        let mut pools: Vec<Pool> = Vec::new();
+        for (i, s) in self.pools.iter().enumerate() {
+            let key = k(&format!("pools[{i}]"));
+            let pool = parse_pool(&key, s)?;
+            if !inside(pool.first) || !inside(pool.last) {
+                return err(key, format!("'{s}' is not inside {}", self.prefix));
+            }
+            if let Some(j) = pools
+                .iter()
+                .position(|p| p.first <= pool.last && pool.first <= p.last)
+            {
+                return err(key, format!("overlaps pools[{j}]"));
+            }
+            pools.push(pool);
+        }
+
+        let lease_time_s = self.lease_time.unwrap_or(3600);
+        let min_lease_time_s = self.min_lease_time.unwrap_or(lease_time_s.min(60));
+        let max_lease_time_s = self.max_lease_time.unwrap_or(lease_time_s.max(86_400));
+        if lease_time_s < 10 {
+            return err(k("lease_time"), "must be at least 10 seconds");
+        }
+        if !(min_lease_time_s..=max_lease_time_s).contains(&lease_time_s) {
+            return err(
+                k("lease_time"),
+                "must lie between min_lease_time and max_lease_time",
+            );
+        }
+        // RFC 2131 §4.4.5 defaults: T1 = 0.5, T2 = 0.875 of the lease time.
+        let t1_s = self.renewal_time.unwrap_or(lease_time_s / 2);
+        let t2_s = self
+            .rebinding_time
+            .unwrap_or((u64::from(lease_time_s) * 7 / 8) as u32);
+        if !(t1_s <= t2_s && t2_s < lease_time_s) {
+            return err(
+                k("rebinding_time"),
+                "needs renewal_time <= rebinding_time < lease_time",
+            );
+        }
+
+        let mut opts: Vec<(u8, Box<[u8]>)> = vec![(
+            code::SUBNET_MASK,
+            prefix_mask(prefix_len).to_be_bytes().into(),
+        )];
+        let ip_list = |field: &str, list: &[String]| -> Result<Box<[u8]>, ConfigError> {
+            let mut bytes = Vec::new();
+            for (i, s) in list.iter().enumerate() {
+                bytes.extend(parse_ip(&k(&format!("{field}[{i}]")), s)?.octets());
+            }
+            Ok(bytes.into())
+        };
+        if !self.routers.is_empty() {
+            opts.push((code::ROUTERS, ip_list("routers", &self.routers)?));
+        }
+        if !self.dns.is_empty() {
+            opts.push((code::DNS_SERVERS, ip_list("dns", &self.dns)?));
+        }
+        if let Some(name) = &self.domain_name {
+            if name.is_empty() || name.len() > 255 {
+                return err(k("domain_name"), "must be 1..=255 bytes");
+            }
+            opts.push((code::DOMAIN_NAME, name.as_bytes().into()));
+        }
+        let broadcast = match &self.broadcast {
+            Some(s) => parse_ip(&k("broadcast"), s)?,
+            None => Ipv4Addr::from(u32::from(network) | !prefix_mask(prefix_len)),
+        };
+        opts.push((code::BROADCAST_ADDRESS, broadcast.octets().into()));
+        if !self.ntp.is_empty() {
+            opts.push((code::NTP_SERVERS, ip_list("ntp", &self.ntp)?));
+        }
+        for (name, value) in &self.options {
+            let key = k(&format!("options.{name}"));
+            let code = option_def(&key, name)?;
+            if SERVER_OWNED_OPTIONS.contains(&code) {
+                return err(key, "this option is set by the server itself");
+            }
+            let bytes = match options::def(code) {
+                Some(def) => def.shape.encode_str(value),
+                None => options::Shape::Bytes.encode_str(value),
+            }
+            .or_else(|problem| err(&key, problem))?;
+            if bytes.len() > 255 * 4 {
+                return err(key, "longer than 1020 bytes");
+            }
+            match opts.iter_mut().find(|(c, _)| *c == code) {
+                Some(slot) => slot.1 = bytes.into(),
+                None => opts.push((code, bytes.into())),
+            }
+        }
+
+        let mut reservations: Vec<Reservation> = Vec::new();
+        for (i, r) in self.reservation.iter().enumerate() {
+            let key = |f: &str| k(&format!("reservation[{i}].{f}"));
+            let client = match (&r.hw, &r.client_id) {
+                (Some(hw), None) => {
+                    // Ethernet (htype 1) is the only hardware we expect to reserve by.
+                    ClientKey::from_hardware(1, &parse_hex_bytes(&key("hw"), hw, 16)?)
+                }
+                (None, Some(id)) => {
+                    ClientKey::from_client_id(&parse_hex_bytes(&key("client_id"), id, 255)?)
+                }
+                _ => return err(key("hw"), "give exactly one of hw or client_id"),
+            };
+            let ip = parse_ip(&key("ip"), &r.ip)?;
+            if !inside(ip) {
+                return err(key("ip"), format!("{ip} is not inside {}", self.prefix));
+            }
+            if let Some(j) = reservations
+                .iter()
+                .position(|o| o.ip == ip || o.client == client)
+            {
+                return err(key("ip"), format!("conflicts with reservation[{j}]"));
+            }
+            reservations.push(Reservation { client, ip });
+        }
+
+        Ok(Subnet {
+            id,
+            network,
+            prefix_len,
+            pools,
+            reservations,
+            lease_time_s,
+            min_lease_time_s,
+            max_lease_time_s,
+            t1_s,
+            t2_s,
+            options: opts,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ISSUE_EXAMPLE: &str = r#"
+[server]
+listen = ["127.0.0.1:67"]
+server_id = "127.0.0.1"
+workers = 1
+lease_dir = "/var/lib/ringlease"
+
+[[subnet]]
+prefix = "10.10.0.0/16"
+pools = ["10.10.1.0-10.10.255.254"]
+lease_time = 3600
+routers = ["10.10.0.1"]
+dns = ["10.10.0.53"]
+  [[subnet.reservation]]
+  hw = "02:00:00:00:00:01"
+  ip = "10.10.0.10"
+"#;
+
+    #[test]
+    fn the_documented_example_is_valid() {
+        let config = Config::from_toml(ISSUE_EXAMPLE).unwrap();
+        assert_eq!(config.server.worker_cores, vec![None]);
+        let subnet = &config.subnets.all()[0];
+        assert_eq!(subnet.pools.len(), 1);
+        assert_eq!(subnet.t1_s, 1800);
+        assert_eq!(subnet.t2_s, 3150);
+        assert_eq!(
+            subnet.reservation_for(ClientKey::from_hardware(1, &[2, 0, 0, 0, 0, 1]).as_bytes()),
+            Some(Ipv4Addr::new(10, 10, 0, 10))
+        );
+    }
+
+    #[test]
+    fn shipped_examples_are_valid() {
+        Config::from_toml(DEMO_CONFIG).unwrap();
+        for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Config::from_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
+        }
+    }
+
+    fn error_key(text: &str) -> String {
+        Config::from_toml(text).unwrap_err().key
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let bad = |from: &str, to: &str| {
+            assert!(ISSUE_EXAMPLE.contains(from), "{from}");
+            ISSUE_EXAMPLE.replace(from, to)
+        };
+        assert_eq!(
+            error_key(&bad("10.10.1.0-10.10.255.254", "10.11.1.0-10.11.1.9")),
+            "subnet[0].pools[0]"
+        );
+        assert_eq!(error_key(&bad("\"127.0.0.1:67\"", "\"nope\"")), "server.listen[0]");
+        assert_eq!(
+            error_key(&bad("10.10.0.0/16", "10.10.0.1/16")),
+            "subnet[0].prefix"
+        );
+        assert_eq!(
+            error_key(&bad("02:00:00:00:00:01", "zz")),
+            "subnet[0].reservation[0].hw"
+        );
+        assert_eq!(
+            error_key(&bad("10.10.0.10", "10.99.0.10")),
+            "subnet[0].reservation[0].ip"
+        );
+        assert_eq!(
+            error_key(&bad("workers = 1", "workers = 0")),
+            "server.workers"
+        );
+        assert_eq!(
+            error_key(&bad("lease_time = 3600", "lease_time = 3600\nrenewal_time = 4000")),
+            "subnet[0].rebinding_time"
+        );
+        assert_eq!(
+            error_key(&bad("dns = [\"10.10.0.53\"]", "options = { \"51\" = \"7\" }")),
+            "subnet[0].options.51"
+        );
+        // Unknown keys are refused by serde, with the line they are on.
+        assert!(error_key(&bad("workers = 1", "wrokers = 1")).starts_with("line "));
+    }
+
+    #[test]
+    fn extra_options_by_name_and_code() {
+        let text = ISSUE_EXAMPLE.replace(
+            "dns = [\"10.10.0.53\"]",
+            "dns = [\"10.10.0.53\"]\noptions = { \"150\" = \"0x0a000001\", \"domain-name\" = \"isp.example\" }",
+        );
+        let config = Config::from_toml(&text).unwrap();
+        let opts = &config.subnets.all()[0].options;
+        assert!(opts.contains(&(150, vec![10, 0, 0, 1].into())));
+        assert!(opts.contains(&(code::DOMAIN_NAME, b"isp.example".to_vec().into())));
+    }
+}
