@@ -19,6 +19,19 @@ pub enum BackendSetting {
     Fallback,
 }
 
+/// When a reply that grants or extends a lease may leave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// After its lease log record is on disk: one data sync per receive batch (group commit).
+    Sync,
+    /// At once; the log is synced every [`ASYNC_SYNC_INTERVAL_MS`] milliseconds, so a crash may
+    /// lose the leases granted in that window.
+    Async,
+}
+
+/// How often the lease log is synced with `durability = "async"`.
+pub const ASYNC_SYNC_INTERVAL_MS: u64 = 1000;
+
 /// Validated `[server]` settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServerConfig {
@@ -28,6 +41,11 @@ pub struct ServerConfig {
     pub worker_cores: Vec<Option<usize>>,
     pub backend: BackendSetting,
     pub lease_dir: PathBuf,
+    pub durability: Durability,
+    /// Size of each lease log segment file.
+    pub log_segment_bytes: u64,
+    /// Compact the lease log once sealed segments take this many bytes.
+    pub log_compact_bytes: u64,
     pub offer_hold_s: u32,
     pub decline_hold_s: u32,
     pub recv_buffer_bytes: Option<usize>,
@@ -111,6 +129,9 @@ mod raw {
         pub cores: Option<Vec<usize>>,
         pub backend: Option<String>,
         pub lease_dir: Option<String>,
+        pub durability: Option<String>,
+        pub log_segment_bytes: Option<u64>,
+        pub log_compact_bytes: Option<u64>,
         pub offer_hold: Option<u32>,
         pub decline_hold: Option<u32>,
         pub recv_buffer_bytes: Option<usize>,
@@ -256,7 +277,11 @@ impl raw::Config {
             }
             for pool in &subnet.pools {
                 for other in &subnets {
-                    if other.pools.iter().any(|p| p.first <= pool.last && pool.first <= p.last) {
+                    if other
+                        .pools
+                        .iter()
+                        .any(|p| p.first <= pool.last && pool.first <= p.last)
+                    {
                         return err(
                             format!("subnet[{id}].pools"),
                             format!("overlaps a pool of subnet[{}]", other.id),
@@ -294,7 +319,10 @@ impl raw::Server {
         }
         let server_id = parse_ip("server.server_id", &self.server_id)?;
         if server_id.is_unspecified() || server_id.is_broadcast() || server_id.is_multicast() {
-            return err("server.server_id", "must be one of this server's unicast addresses");
+            return err(
+                "server.server_id",
+                "must be one of this server's unicast addresses",
+            );
         }
         let worker_cores = match (self.workers, self.cores) {
             (Some(_), Some(_)) => {
@@ -328,6 +356,30 @@ impl raw::Server {
                 )
             }
         };
+        let durability = match self.durability.as_deref().unwrap_or("sync") {
+            "sync" => Durability::Sync,
+            "async" => Durability::Async,
+            other => {
+                return err(
+                    "server.durability",
+                    format!("'{other}' is not one of sync, async"),
+                )
+            }
+        };
+        let log_segment_bytes = self.log_segment_bytes.unwrap_or(64 << 20);
+        if !(1 << 16..=1 << 34).contains(&log_segment_bytes) || log_segment_bytes % 8 != 0 {
+            return err(
+                "server.log_segment_bytes",
+                "must be a multiple of 8 between 64 KiB and 16 GiB",
+            );
+        }
+        let log_compact_bytes = self.log_compact_bytes.unwrap_or(1 << 30);
+        if log_compact_bytes < log_segment_bytes {
+            return err(
+                "server.log_compact_bytes",
+                "must be at least log_segment_bytes",
+            );
+        }
         let offer_hold_s = self.offer_hold.unwrap_or(30);
         if !(1..=3600).contains(&offer_hold_s) {
             return err("server.offer_hold", "must be 1..=3600 seconds");
@@ -341,6 +393,9 @@ impl raw::Server {
                 self.lease_dir
                     .unwrap_or_else(|| "/var/lib/ringlease".into()),
             ),
+            durability,
+            log_segment_bytes,
+            log_compact_bytes,
             offer_hold_s,
             decline_hold_s: self.decline_hold.unwrap_or(86_400),
             recv_buffer_bytes: Some(self.recv_buffer_bytes.unwrap_or(DEFAULT_RECV_BUFFER_BYTES)),
@@ -549,7 +604,10 @@ dns = ["10.10.0.53"]
             error_key(&bad("10.10.1.0-10.10.255.254", "10.11.1.0-10.11.1.9")),
             "subnet[0].pools[0]"
         );
-        assert_eq!(error_key(&bad("\"127.0.0.1:67\"", "\"nope\"")), "server.listen[0]");
+        assert_eq!(
+            error_key(&bad("\"127.0.0.1:67\"", "\"nope\"")),
+            "server.listen[0]"
+        );
         assert_eq!(
             error_key(&bad("10.10.0.0/16", "10.10.0.1/16")),
             "subnet[0].prefix"
@@ -567,11 +625,17 @@ dns = ["10.10.0.53"]
             "server.workers"
         );
         assert_eq!(
-            error_key(&bad("lease_time = 3600", "lease_time = 3600\nrenewal_time = 4000")),
+            error_key(&bad(
+                "lease_time = 3600",
+                "lease_time = 3600\nrenewal_time = 4000"
+            )),
             "subnet[0].rebinding_time"
         );
         assert_eq!(
-            error_key(&bad("dns = [\"10.10.0.53\"]", "options = { \"51\" = \"7\" }")),
+            error_key(&bad(
+                "dns = [\"10.10.0.53\"]",
+                "options = { \"51\" = \"7\" }"
+            )),
             "subnet[0].options.51"
         );
         // Unknown keys are refused by serde, with the line they are on.

@@ -47,13 +47,23 @@ struct Client {
 }
 
 pub fn run(options: DemoOptions) -> Result<(), String> {
-    let config = Config::from_toml(DEMO_CONFIG).map_err(|e| format!("demo config: {e}"))?;
+    let mut config = Config::from_toml(DEMO_CONFIG).map_err(|e| format!("demo config: {e}"))?;
+    // A fresh lease log per run, removed afterwards: the demo leaves nothing behind.
+    let lease_dir = std::env::temp_dir().join(format!("ringlease-demo-{}", std::process::id()));
+    config.server.lease_dir = lease_dir.clone();
+    let result = run_with(&config, options);
+    let _ = std::fs::remove_dir_all(&lease_dir);
+    result
+}
+
+fn run_with(config: &Config, options: DemoOptions) -> Result<(), String> {
     let server_addr = config.server.listen[0];
     let stop = Arc::new(AtomicBool::new(false));
-    let running = shell::start(&config, stop)?;
+    let running = shell::start(config, stop)?;
     println!(
-        "ringlease demo: server on {server_addr} ({} backend), {} clients through a relay at {RELAY_ADDR}",
+        "ringlease demo: server on {server_addr} ({} backend, durability {:?}), {} clients through a relay at {RELAY_ADDR}",
         running.backend.name(),
+        config.server.durability,
         options.clients
     );
 
@@ -79,7 +89,11 @@ fn relay_socket(addr: SocketAddrV4) -> std::io::Result<UdpSocket> {
     Ok(socket.into())
 }
 
-fn drive(socket: &UdpSocket, server: SocketAddrV4, options: &DemoOptions) -> Result<String, String> {
+fn drive(
+    socket: &UdpSocket,
+    server: SocketAddrV4,
+    options: &DemoOptions,
+) -> Result<String, String> {
     let mut clients = vec![
         Client {
             phase: Phase::Idle,
@@ -89,8 +103,10 @@ fn drive(socket: &UdpSocket, server: SocketAddrV4, options: &DemoOptions) -> Res
         };
         options.clients as usize
     ];
-    let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
-    let (mut next_idle, mut in_flight, mut bound, mut failed, mut retransmits) = (0usize, 0, 0, 0, 0u64);
+    let mut latency_us =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
+    let (mut next_idle, mut in_flight, mut bound, mut failed, mut retransmits) =
+        (0usize, 0, 0, 0, 0u64);
     let mut buf = [0u8; 1500];
     let started = Instant::now();
     let mut last_scan = started;
@@ -106,13 +122,20 @@ fn drive(socket: &UdpSocket, server: SocketAddrV4, options: &DemoOptions) -> Res
         }
         match socket.recv(&mut buf) {
             Ok(len) => {
-                let Ok(reply) = Packet::parse(&buf[..len]) else { continue };
+                let Ok(reply) = Packet::parse(&buf[..len]) else {
+                    continue;
+                };
                 let index = reply.xid() as usize;
-                let Some(c) = clients.get_mut(index) else { continue };
+                let Some(c) = clients.get_mut(index) else {
+                    continue;
+                };
                 match (c.phase, reply.message_type()) {
                     (Phase::Discovering, MessageType::Offer) => {
                         let server_id = reply.server_id().unwrap_or(Ipv4Addr::UNSPECIFIED);
-                        c.phase = Phase::Requesting { ip: reply.yiaddr(), server_id };
+                        c.phase = Phase::Requesting {
+                            ip: reply.yiaddr(),
+                            server_id,
+                        };
                         c.tries = 0;
                         send(socket, server, index as u32, c, &mut buf)?;
                     }
@@ -170,7 +193,14 @@ fn send(
     c: &mut Client,
     buf: &mut [u8; 1500],
 ) -> Result<(), String> {
-    let chaddr = [0x02, 0xde, (index >> 24) as u8, (index >> 16) as u8, (index >> 8) as u8, index as u8];
+    let chaddr = [
+        0x02,
+        0xde,
+        (index >> 24) as u8,
+        (index >> 16) as u8,
+        (index >> 8) as u8,
+        index as u8,
+    ];
     let mut w = PacketWriter::new(buf, 576);
     w.set_op(1);
     w.set_htype(1);

@@ -18,6 +18,8 @@ pub struct WorkerMetrics {
     pub drops: [u64; DropReason::COUNT],
     /// Receive-to-send latency of every reply, microseconds.
     pub latency_us: Histogram<u64>,
+    /// Duration of each lease log data sync (one per batch with binding changes), microseconds.
+    pub sync_us: Histogram<u64>,
 }
 
 impl WorkerMetrics {
@@ -28,8 +30,8 @@ impl WorkerMetrics {
             sent_by_type: [0; 9],
             send_failures: 0,
             drops: [0; DropReason::COUNT],
-            latency_us: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3)
-                .expect("constant histogram bounds are valid"),
+            latency_us: new_latency_histogram(),
+            sync_us: new_latency_histogram(),
         }
     }
 
@@ -52,9 +54,18 @@ impl WorkerMetrics {
             .record_n(latency_us.clamp(1, LATENCY_MAX_US), count);
     }
 
+    pub fn record_sync(&mut self, took: std::time::Duration) {
+        let us = (took.as_micros() as u64).clamp(1, LATENCY_MAX_US);
+        let _ = self.sync_us.record(us);
+    }
+
     pub fn merge(&mut self, other: &WorkerMetrics) {
         self.received += other.received;
-        for (a, b) in self.received_by_type.iter_mut().zip(&other.received_by_type) {
+        for (a, b) in self
+            .received_by_type
+            .iter_mut()
+            .zip(&other.received_by_type)
+        {
             *a += b;
         }
         for (a, b) in self.sent_by_type.iter_mut().zip(&other.sent_by_type) {
@@ -65,6 +76,7 @@ impl WorkerMetrics {
             *a += b;
         }
         let _ = self.latency_us.add(&other.latency_us);
+        let _ = self.sync_us.add(&other.sync_us);
     }
 
     /// Human summary: counts, drops by reason, latency percentiles.
@@ -92,6 +104,10 @@ impl WorkerMetrics {
             out.push_str(&format!("  send failures {}\n", self.send_failures));
         }
         out.push_str(&latency_line("receive-to-send latency", &self.latency_us));
+        if !self.sync_us.is_empty() {
+            out.push_str(&format!("lease log syncs: {}\n", self.sync_us.len()));
+            out.push_str(&latency_line("lease log sync time", &self.sync_us));
+        }
         out
     }
 }
@@ -100,6 +116,10 @@ impl Default for WorkerMetrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+fn new_latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("constant histogram bounds are valid")
 }
 
 /// "label: p50 … p90 … p99 … p99.9 … max … (n samples)", in microseconds.

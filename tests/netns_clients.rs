@@ -185,9 +185,14 @@ impl Dhclient {
     fn obtain(&self, lab: &Lab) -> (Child, Ipv4Addr, HashMap<String, String>) {
         let _ = std::fs::remove_file(&self.hooks);
         let mut child = Child::spawn("dhclient", self.cmd(lab, &["-d", "-1"]), &self.log);
+        // dhclient runs the script before it writes the lease file: wait
+        // for both.
         let bound = wait_for(CLIENT_WAIT, || {
             if let Some(env) = self.last_env("BOUND") {
-                return Some(Ok(env));
+                let ip = env.get("new_ip_address").cloned().unwrap_or_default();
+                if read_lossy(&self.leases).contains(&format!("fixed-address {ip};")) {
+                    return Some(Ok(env));
+                }
             }
             child.try_status().map(Err)
         });
@@ -207,7 +212,9 @@ impl Dhclient {
         let ip: Ipv4Addr = env
             .get("new_ip_address")
             .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| lab.fail("BOUND without new_ip_address", &child.log(), &self.hooks()));
+            .unwrap_or_else(|| {
+                lab.fail("BOUND without new_ip_address", &child.log(), &self.hooks())
+            });
         // The lease file must agree with what the script was given.
         let lease_file = read_lossy(&self.leases);
         assert!(
@@ -227,7 +234,11 @@ impl Dhclient {
             String::from_utf8_lossy(&out.stderr)
         );
         if !out.status.success() {
-            lab.fail(&format!("dhclient -r failed ({})", out.status), &text, &self.hooks());
+            lab.fail(
+                &format!("dhclient -r failed ({})", out.status),
+                &text,
+                &self.hooks(),
+            );
         }
         if !text.contains(&format!("DHCPRELEASE of {ip}")) {
             lab.fail("dhclient -r did not send DHCPRELEASE", &text, &self.hooks());
@@ -236,7 +247,11 @@ impl Dhclient {
             lab.fail("script not called with RELEASE", &text, &self.hooks());
         }
         if running.wait_timeout(Duration::from_secs(10)).is_none() {
-            lab.fail("dhclient -r did not stop the running client", &running.log(), &self.hooks());
+            lab.fail(
+                "dhclient -r did not stop the running client",
+                &running.log(),
+                &self.hooks(),
+            );
         }
         assert!(
             !lab.client_addrs().contains(&ip),
@@ -255,9 +270,17 @@ fn complete_records(text: &str) -> impl Iterator<Item = &str> {
 
 fn assert_options(env: &HashMap<String, String>, ip: Ipv4Addr, lease_time: u32, all: &str) {
     let get = |k: &str| env.get(k).map(String::as_str).unwrap_or("<missing>");
-    assert_eq!(get("new_subnet_mask"), "255.255.255.0", "subnet mask (option 1) for {ip}:\n{all}");
+    assert_eq!(
+        get("new_subnet_mask"),
+        "255.255.255.0",
+        "subnet mask (option 1) for {ip}:\n{all}"
+    );
     assert_eq!(get("new_routers"), SRV_IP, "routers (option 3):\n{all}");
-    assert_eq!(get("new_domain_name_servers"), DNS, "DNS (option 6):\n{all}");
+    assert_eq!(
+        get("new_domain_name_servers"),
+        DNS,
+        "DNS (option 6):\n{all}"
+    );
     assert_eq!(
         get("new_dhcp_server_identifier"),
         SRV_IP,
@@ -266,7 +289,10 @@ fn assert_options(env: &HashMap<String, String>, ip: Ipv4Addr, lease_time: u32, 
     let lt: u32 = get("new_dhcp_lease_time")
         .parse()
         .unwrap_or_else(|_| panic!("lease time (option 51) missing:\n{all}"));
-    assert!(lt > 0 && lt <= lease_time, "lease time {lt} (configured {lease_time}):\n{all}");
+    assert!(
+        lt > 0 && lt <= lease_time,
+        "lease time {lt} (configured {lease_time}):\n{all}"
+    );
 }
 
 /// dhclient: DORA over broadcast, address from the pool, options, a renewal
@@ -278,7 +304,10 @@ fn dhclient_pool(backend: &str) {
     let dh = Dhclient::new(&lab);
 
     let (mut child, ip, env) = dh.obtain(&lab);
-    assert!(in_range(ip, POOL), "dhclient got {ip}, outside the pool {POOL}");
+    assert!(
+        in_range(ip, POOL),
+        "dhclient got {ip}, outside the pool {POOL}"
+    );
     assert_options(&env, ip, SHORT_LEASE, &dh.hooks());
     assert!(
         lab.client_addrs().contains(&ip),
@@ -316,7 +345,10 @@ fn dhclient_pool(backend: &str) {
 
     // The same client comes back after its release and is served again.
     let (mut child2, ip2, _) = dh.obtain(&lab);
-    assert!(in_range(ip2, POOL), "second lease {ip2} outside the pool {POOL}");
+    assert!(
+        in_range(ip2, POOL),
+        "second lease {ip2} outside the pool {POOL}"
+    );
     dh.release(&lab, &mut child2, ip2);
 
     lab.srv.assert_running();
@@ -422,8 +454,16 @@ fn udhcpc_lease_renew(backend: &str) {
     });
     match bound {
         Some(Ok(())) => {}
-        Some(Err(s)) => lab.fail(&format!("udhcpc exited without a lease ({s})"), &child.log(), &all()),
-        None => lab.fail(&format!("udhcpc not bound within {CLIENT_WAIT:?}"), &child.log(), &all()),
+        Some(Err(s)) => lab.fail(
+            &format!("udhcpc exited without a lease ({s})"),
+            &child.log(),
+            &all(),
+        ),
+        None => lab.fail(
+            &format!("udhcpc not bound within {CLIENT_WAIT:?}"),
+            &child.log(),
+            &all(),
+        ),
     }
     let ev = udhcpc_events(&events);
     let b = ev
@@ -431,15 +471,23 @@ fn udhcpc_lease_renew(backend: &str) {
         .find(|e| e.get("event").map(String::as_str) == Some("bound"))
         .unwrap();
     let get = |k: &str| b.get(k).map(String::as_str).unwrap_or("<missing>");
-    let ip: Ipv4Addr = get("ip").parse().unwrap_or_else(|_| lab.fail("bound without ip", &child.log(), &all()));
-    assert!(in_range(ip, POOL), "udhcpc got {ip}, outside the pool {POOL}");
+    let ip: Ipv4Addr = get("ip")
+        .parse()
+        .unwrap_or_else(|_| lab.fail("bound without ip", &child.log(), &all()));
+    assert!(
+        in_range(ip, POOL),
+        "udhcpc got {ip}, outside the pool {POOL}"
+    );
     assert_eq!(get("subnet"), "255.255.255.0", "subnet mask:\n{}", all());
     assert_eq!(get("router"), SRV_IP, "router:\n{}", all());
     assert_eq!(get("dns"), DNS, "dns:\n{}", all());
     assert_eq!(get("serverid"), SRV_IP, "server id:\n{}", all());
     let lt: u32 = get("lease").parse().unwrap_or(0);
     assert!(lt > 0 && lt <= LEASE_TIME, "lease time {lt}:\n{}", all());
-    assert!(lab.client_addrs().contains(&ip), "script did not apply {ip}");
+    assert!(
+        lab.client_addrs().contains(&ip),
+        "script did not apply {ip}"
+    );
 
     // Renew now (SIGUSR1).
     child.signal("USR1");
@@ -473,12 +521,19 @@ fn udhcpc_lease_renew(backend: &str) {
     let (status, in_time) = child.stop("TERM", Duration::from_secs(10));
     let log_text = child.log();
     if !in_time || !status.success() {
-        lab.fail(&format!("udhcpc did not exit cleanly ({status})"), &log_text, &all());
+        lab.fail(
+            &format!("udhcpc did not exit cleanly ({status})"),
+            &log_text,
+            &all(),
+        );
     }
     if !log_text.contains("sending release") {
         lab.fail("udhcpc did not send a release", &log_text, &all());
     }
-    assert!(!lab.client_addrs().contains(&ip), "{ip} still configured after release");
+    assert!(
+        !lab.client_addrs().contains(&ip),
+        "{ip} still configured after release"
+    );
     eprintln!("udhcpc output:\n{log_text}");
 
     lab.srv.assert_running();

@@ -191,7 +191,12 @@ fn dora(backend: &str) {
         ],
     );
     assert!(r.has("DISCOVER-OFFER"), "no DO statistics:\n{}", r.text);
-    assert_eq!(r.num("Malformed Packets", "Malformed packets"), 0, "{}", r.text);
+    assert_eq!(
+        r.num("Malformed Packets", "Malformed packets"),
+        0,
+        "{}",
+        r.text
+    );
     r.assert_complete("DISCOVER-OFFER", 2000, 0);
     r.assert_complete("REQUEST-ACK", 2000, 0);
     assert_eq!(

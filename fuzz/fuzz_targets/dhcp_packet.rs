@@ -12,15 +12,46 @@ fuzz_target!(|data: &[u8]| {
     let Ok(p) = Packet::parse(data) else {
         return;
     };
-    let _ = (p.bytes(), p.op(), p.htype(), p.hlen(), p.hops(), p.xid(), p.secs());
-    let _ = (p.flags(), p.broadcast(), p.ciaddr(), p.yiaddr(), p.siaddr(), p.giaddr());
-    let _ = (p.chaddr(), p.sname(), p.file(), p.overload(), p.message_type().name());
+    let _ = (
+        p.bytes(),
+        p.op(),
+        p.htype(),
+        p.hlen(),
+        p.hops(),
+        p.xid(),
+        p.secs(),
+    );
+    let _ = (
+        p.flags(),
+        p.broadcast(),
+        p.ciaddr(),
+        p.yiaddr(),
+        p.siaddr(),
+        p.giaddr(),
+    );
+    let _ = (
+        p.chaddr(),
+        p.sname(),
+        p.file(),
+        p.overload(),
+        p.message_type().name(),
+    );
     for (code, value) in p.options() {
         let _ = p.option(code);
         let _ = value.len();
     }
-    let _ = (p.requested_ip(), p.server_id(), p.client_id(), p.max_message_size());
-    let _ = (p.lease_time_s(), p.parameter_request_list(), p.relay_agent_info(), p.hostname());
+    let _ = (
+        p.requested_ip(),
+        p.server_id(),
+        p.client_id(),
+        p.max_message_size(),
+    );
+    let _ = (
+        p.lease_time_s(),
+        p.parameter_request_list(),
+        p.relay_agent_info(),
+        p.hostname(),
+    );
     assert!((548..=1472).contains(&p.reply_limit()));
 
     let m = Message::from_packet(&p);

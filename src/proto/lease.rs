@@ -15,6 +15,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -110,7 +111,7 @@ impl ClientKeyBuf {
 }
 
 /// What an address is doing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum LeaseState {
     /// Held for a client that was sent an OFFER, until the offer hold runs out.
     Offered,
@@ -154,6 +155,44 @@ pub struct Lease {
     pub client: Option<ClientKey>,
 }
 
+/// A binding change, to be made durable before it takes effect (see [`Journal`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Change<'a> {
+    /// Order of all changes of the table: on replay, the highest `seq` of an address wins.
+    pub seq: u64,
+    pub ip: Ipv4Addr,
+    pub state: LeaseState,
+    /// When the state ends (Bound: the lease end told to the client; Declined: the hold).
+    pub expires_s: u64,
+    /// When the state began (the client's last transaction).
+    pub since_s: u64,
+    /// The tagged client key bytes ([`ClientKey::as_bytes`]).
+    pub client: &'a [u8],
+}
+
+/// The lease store could not record a change, so it was not made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StorageUnavailable;
+
+/// Where the table records binding changes: the lease log in the server, memory in tests.
+///
+/// `record` is called with the address's shard locked, before the change is applied in memory;
+/// on error the table stays as it was, so no client is told of a binding that was not recorded.
+/// Offers are not recorded (they bind nothing), nor expiries (replay derives them from
+/// `expires_s`).
+pub trait Journal {
+    fn record(&mut self, change: &Change<'_>) -> Result<(), StorageUnavailable>;
+}
+
+/// A journal that keeps nothing: leases live in memory only.
+pub struct Volatile;
+
+impl Journal for Volatile {
+    fn record(&mut self, _: &Change<'_>) -> Result<(), StorageUnavailable> {
+        Ok(())
+    }
+}
+
 /// The result of a REQUEST for an address (RFC 2131 §4.3.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Commit {
@@ -164,6 +203,8 @@ pub enum Commit {
     /// Not an address we may lease (outside the pools and not reserved to this client), and the
     /// client holds no binding for it here: another server's business, so no answer.
     NotOurs,
+    /// The binding could not be recorded: no ACK may be sent.
+    Unavailable,
 }
 
 /// Counts of addresses by state in one subnet.
@@ -180,6 +221,11 @@ struct Slot {
     client: Option<ClientKey>,
     state: LeaseState,
     expires_s: u64,
+    /// When the state began.
+    since_s: u64,
+    /// `seq` of the change that set this state (0: never recorded, e.g. an offer on a fresh
+    /// address).
+    seq: u64,
     /// Earliest pending expiry-heap entry for this address (0: none). Invariant: a timed state
     /// always has one, at or before `expires_s`.
     due_s: u64,
@@ -194,6 +240,17 @@ impl Slot {
 
     fn owned_by(&self, client: &[u8]) -> bool {
         self.client.as_ref().is_some_and(|c| c.as_bytes() == client)
+    }
+
+    /// When `state` for `client` would begin if set at `now_s`: a running state of the same
+    /// client continues (a renewal), anything else starts now.
+    fn since_for(&self, client: &[u8], state: LeaseState, now_s: u64) -> u64 {
+        let continues = self.state == state && self.owned_by(client) && self.expires_s > now_s;
+        if continues {
+            self.since_s
+        } else {
+            now_s
+        }
     }
 }
 
@@ -217,22 +274,26 @@ impl AddrShard {
 
     /// Gives `ip` to `client` in `state` until `expires_s`; a Bound lease is never shortened by a
     /// new offer.
-    fn assign(&mut self, ip: u32, client: &[u8], state: LeaseState, expires_s: u64) {
+    fn assign(&mut self, ip: u32, client: &[u8], state: LeaseState, expires_s: u64, now_s: u64) {
         let slot = self.slots.entry(ip).or_insert_with(|| Slot {
             client: None,
             state: LeaseState::Expired,
             expires_s: 0,
+            since_s: now_s,
+            seq: 0,
             due_s: 0,
             queued: false,
         });
+        // Offering a client the address it holds must not cut its lease short.
         let keep_bound = state == LeaseState::Offered
             && slot.state == LeaseState::Bound
-            && slot.expires_s > expires_s
+            && slot.expires_s > now_s
             && slot.owned_by(client);
         if !keep_bound {
             if !slot.owned_by(client) {
                 slot.client = Some(ClientKey(client.into()));
             }
+            slot.since_s = slot.since_for(client, state, now_s);
             slot.state = state;
             slot.expires_s = expires_s;
         }
@@ -247,6 +308,7 @@ impl AddrShard {
         if let Some(slot) = self.slots.get_mut(&ip) {
             slot.state = state;
             slot.expires_s = now_s;
+            slot.since_s = now_s;
             if in_pool && !slot.queued {
                 slot.queued = true;
                 self.free.push_back(ip);
@@ -322,6 +384,8 @@ struct SubnetLeases {
 /// All leases of all subnets.
 pub struct LeaseTable {
     subnets: Vec<SubnetLeases>,
+    /// The last `seq` handed to a [`Change`].
+    last_seq: AtomicU64,
 }
 
 fn addr_shard(ip: u32) -> usize {
@@ -342,7 +406,8 @@ impl LeaseTable {
             .all()
             .iter()
             .map(|subnet| {
-                let mut shards: Vec<AddrShard> = (0..SHARDS).map(|_| AddrShard::default()).collect();
+                let mut shards: Vec<AddrShard> =
+                    (0..SHARDS).map(|_| AddrShard::default()).collect();
                 for ip in subnet.pools.iter().flat_map(|p| p.addresses()) {
                     if ip == subnet.network || ip == subnet.broadcast() {
                         continue;
@@ -358,7 +423,16 @@ impl LeaseTable {
                 }
             })
             .collect();
-        LeaseTable { subnets }
+        LeaseTable {
+            subnets,
+            last_seq: AtomicU64::new(0),
+        }
+    }
+
+    /// The next change's `seq`. Taken with the address's shard locked, so the order of two
+    /// changes of one address is the order of their `seq`.
+    fn next_seq(&self) -> u64 {
+        self.last_seq.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     fn leases(&self, subnet: &Subnet) -> &SubnetLeases {
@@ -396,7 +470,7 @@ impl LeaseTable {
             let ip = u32::from(ip);
             let mut shard = leases.addrs[addr_shard(ip)].lock();
             if shard.available_to(ip, client, now_s) {
-                shard.assign(ip, client, LeaseState::Offered, expires_s);
+                shard.assign(ip, client, LeaseState::Offered, expires_s, now_s);
                 drop(shard);
                 self.remember(&mut clients, client, ip);
                 return Ok(Ipv4Addr::from(ip));
@@ -407,7 +481,7 @@ impl LeaseTable {
         for i in 0..SHARDS {
             let mut shard = leases.addrs[(first + i) % SHARDS].lock();
             if let Some(ip) = shard.pop_free(subnet, now_s) {
-                shard.assign(ip, client, LeaseState::Offered, expires_s);
+                shard.assign(ip, client, LeaseState::Offered, expires_s, now_s);
                 drop(shard);
                 self.remember(&mut clients, client, ip);
                 return Ok(Ipv4Addr::from(ip));
@@ -426,7 +500,8 @@ impl LeaseTable {
         }
     }
 
-    /// Leases `ip` to `client` for `lease_s` (DHCPREQUEST, RFC 2131 §4.3.2).
+    /// Leases `ip` to `client` for `lease_s` (DHCPREQUEST, RFC 2131 §4.3.2), recording it in
+    /// `journal` first.
     pub fn commit(
         &self,
         subnet: &Subnet,
@@ -434,6 +509,7 @@ impl LeaseTable {
         ip: Ipv4Addr,
         lease_s: u32,
         now_s: u64,
+        journal: &mut dyn Journal,
     ) -> Commit {
         let leases = self.leases(subnet);
         let mut clients = leases.clients[client_shard(client)].lock();
@@ -454,10 +530,30 @@ impl LeaseTable {
                 return Commit::Conflict;
             }
             let expires_s = now_s + u64::from(lease_s);
-            shard.assign(ip_u32, client, LeaseState::Bound, expires_s);
+            let seq = self.next_seq();
+            let since_s = shard.slots.get(&ip_u32).map_or(now_s, |s| {
+                s.since_for(client, LeaseState::Bound, now_s)
+            });
+            let change = Change {
+                seq,
+                ip,
+                state: LeaseState::Bound,
+                expires_s,
+                since_s,
+                client,
+            };
+            if journal.record(&change).is_err() {
+                return Commit::Unavailable;
+            }
+            shard.assign(ip_u32, client, LeaseState::Bound, expires_s, now_s);
+            if let Some(slot) = shard.slots.get_mut(&ip_u32) {
+                slot.seq = seq;
+            }
         }
         if let Some(old) = previous {
-            self.give_back(subnet, client, old, LeaseState::Released, now_s);
+            // The client moved to a new address: its old one goes back to the pool. Should this
+            // fail to be recorded, the old lease simply runs out.
+            let _ = self.give_back(subnet, client, old, LeaseState::Released, now_s, journal);
         }
         self.remember(&mut clients, client, ip_u32);
         Commit::Bound {
@@ -465,7 +561,8 @@ impl LeaseTable {
         }
     }
 
-    /// Ends `client`'s offer or lease on `ip`; false if `ip` is not `client`'s.
+    /// Ends `client`'s lease on `ip`, recorded in `journal`; Ok(false) if `ip` is not
+    /// `client`'s.
     fn give_back(
         &self,
         subnet: &Subnet,
@@ -473,16 +570,31 @@ impl LeaseTable {
         ip: u32,
         state: LeaseState,
         now_s: u64,
-    ) -> bool {
+        journal: &mut dyn Journal,
+    ) -> Result<bool, StorageUnavailable> {
         let mut shard = self.leases(subnet).addrs[addr_shard(ip)].lock();
-        let held = shard
-            .slots
-            .get(&ip)
-            .is_some_and(|s| s.owned_by(client) && s.state.is_timed() && s.expires_s > now_s);
-        if held {
-            shard.end(ip, state, now_s, subnet.in_pool(Ipv4Addr::from(ip)));
+        let held = shard.slots.get(&ip).is_some_and(|s| {
+            s.owned_by(client)
+                && matches!(s.state, LeaseState::Offered | LeaseState::Bound)
+                && s.expires_s > now_s
+        });
+        if !held {
+            return Ok(false);
         }
-        held
+        let seq = self.next_seq();
+        journal.record(&Change {
+            seq,
+            ip: Ipv4Addr::from(ip),
+            state,
+            expires_s: now_s,
+            since_s: now_s,
+            client,
+        })?;
+        shard.end(ip, state, now_s, subnet.in_pool(Ipv4Addr::from(ip)));
+        if let Some(slot) = shard.slots.get_mut(&ip) {
+            slot.seq = seq;
+        }
+        Ok(true)
     }
 
     /// The client chose another server's offer (RFC 2131 §4.3.2, SELECTING): drop our hold.
@@ -498,19 +610,32 @@ impl LeaseTable {
             .get(&ip)
             .is_some_and(|s| s.owned_by(client) && s.state == LeaseState::Offered);
         if offered {
-            shard.end(ip, LeaseState::Expired, now_s, subnet.in_pool(Ipv4Addr::from(ip)));
+            shard.end(
+                ip,
+                LeaseState::Expired,
+                now_s,
+                subnet.in_pool(Ipv4Addr::from(ip)),
+            );
         }
     }
 
-    /// DHCPRELEASE: the client gives `ip` back. False if it was not the client's.
-    pub fn release(&self, subnet: &Subnet, client: &[u8], ip: Ipv4Addr, now_s: u64) -> bool {
+    /// DHCPRELEASE: the client gives `ip` back. Ok(false) if it was not the client's.
+    pub fn release(
+        &self,
+        subnet: &Subnet,
+        client: &[u8],
+        ip: Ipv4Addr,
+        now_s: u64,
+        journal: &mut dyn Journal,
+    ) -> Result<bool, StorageUnavailable> {
         let _clients = self.leases(subnet).clients[client_shard(client)].lock();
-        self.give_back(subnet, client, u32::from(ip), LeaseState::Released, now_s)
+        let ip = u32::from(ip);
+        self.give_back(subnet, client, ip, LeaseState::Released, now_s, journal)
     }
 
     /// DHCPDECLINE: the client found `ip` in use; set it aside for `hold_s` (RFC 2131 §4.3.3).
     /// Only the client that was given the address can decline it, so a stranger cannot take
-    /// addresses out of service. False if `ip` was not the client's.
+    /// addresses out of service. Ok(false) if `ip` was not the client's.
     pub fn decline(
         &self,
         subnet: &Subnet,
@@ -518,21 +643,111 @@ impl LeaseTable {
         ip: Ipv4Addr,
         now_s: u64,
         hold_s: u32,
-    ) -> bool {
+        journal: &mut dyn Journal,
+    ) -> Result<bool, StorageUnavailable> {
         let leases = self.leases(subnet);
         let _clients = leases.clients[client_shard(client)].lock();
-        let ip = u32::from(ip);
-        let mut shard = leases.addrs[addr_shard(ip)].lock();
-        let held = shard
-            .slots
-            .get(&ip)
-            .is_some_and(|s| s.owned_by(client) && s.state.is_timed() && s.expires_s > now_s);
-        if held {
-            // Keep the decliner as the owner for the record; a declined address is available
-            // to nobody, the decliner included.
-            shard.assign(ip, client, LeaseState::Declined, now_s + u64::from(hold_s));
+        let ip_u32 = u32::from(ip);
+        let mut shard = leases.addrs[addr_shard(ip_u32)].lock();
+        let held = shard.slots.get(&ip_u32).is_some_and(|s| {
+            s.owned_by(client)
+                && matches!(s.state, LeaseState::Offered | LeaseState::Bound)
+                && s.expires_s > now_s
+        });
+        if !held {
+            return Ok(false);
         }
-        held
+        let seq = self.next_seq();
+        let expires_s = now_s + u64::from(hold_s);
+        journal.record(&Change {
+            seq,
+            ip,
+            state: LeaseState::Declined,
+            expires_s,
+            since_s: now_s,
+            client,
+        })?;
+        // Keep the decliner as the owner for the record; a declined address is available to
+        // nobody, the decliner included.
+        shard.assign(ip_u32, client, LeaseState::Declined, expires_s, now_s);
+        if let Some(slot) = shard.slots.get_mut(&ip_u32) {
+            slot.seq = seq;
+        }
+        Ok(true)
+    }
+
+    /// Puts back one recorded change at start-up (lease log replay). Replay hands over the
+    /// latest change of each address; the table's `seq` continues after the highest one.
+    /// Returns false when no configured subnet holds the address (the configuration changed):
+    /// the record is then ignored.
+    pub fn restore(&self, subnets: &Subnets, change: &Change<'_>) -> bool {
+        let Some(subnet) = subnets.containing(change.ip) else {
+            return false;
+        };
+        self.last_seq.fetch_max(change.seq, Ordering::Relaxed);
+        let leases = self.leases(subnet);
+        let ip = u32::from(change.ip);
+        let mut clients = leases.clients[client_shard(change.client)].lock();
+        let mut shard = leases.addrs[addr_shard(ip)].lock();
+        let newer = shard.slots.get(&ip).is_none_or(|s| s.seq < change.seq);
+        if !newer {
+            return true;
+        }
+        shard.assign(
+            ip,
+            change.client,
+            change.state,
+            change.expires_s,
+            change.since_s,
+        );
+        if let Some(slot) = shard.slots.get_mut(&ip) {
+            slot.since_s = change.since_s;
+            slot.seq = change.seq;
+            // Pool addresses are in the free list since start-up.
+            slot.queued = subnet.in_pool(change.ip);
+        }
+        if !change.client.is_empty() {
+            self.remember(&mut clients, change.client, ip);
+        }
+        true
+    }
+
+    /// Calls `visit` with the current record of every address ever used, for a snapshot of the
+    /// table (lease log compaction). Copies one shard's addresses at a time and visits them in
+    /// small locked chunks, so workers are never held up for long.
+    pub fn visit_records(&self, mut visit: impl FnMut(&Change<'_>)) {
+        /// Addresses read per lock of a shard.
+        const CHUNK: usize = 1024;
+        for leases in &self.subnets {
+            for shard in &leases.addrs {
+                let ips: Vec<u32> = shard.lock().slots.keys().copied().collect();
+                for chunk in ips.chunks(CHUNK) {
+                    let shard = shard.lock();
+                    for ip in chunk {
+                        let Some(slot) = shard.slots.get(ip) else {
+                            continue;
+                        };
+                        if slot.seq == 0 {
+                            continue; // never recorded: an offer of a fresh address
+                        }
+                        // An offer is not a recorded state: what was last recorded of an
+                        // offered address is that it was free.
+                        let state = match slot.state {
+                            LeaseState::Offered => LeaseState::Expired,
+                            state => state,
+                        };
+                        visit(&Change {
+                            seq: slot.seq,
+                            ip: Ipv4Addr::from(*ip),
+                            state,
+                            expires_s: slot.expires_s,
+                            since_s: slot.since_s,
+                            client: slot.client.as_ref().map_or(&[][..], |c| c.as_bytes()),
+                        });
+                    }
+                }
+            }
+        }
     }
 
     /// The client's current offer or lease in `subnet`, if it still holds one at `now_s`.
@@ -540,7 +755,10 @@ impl LeaseTable {
         let leases = self.leases(subnet);
         let ip = *leases.clients[client_shard(client)].lock().get(client)?;
         let lease = self.get(subnet, Ipv4Addr::from(ip))?;
-        let held = lease.client.as_ref().is_some_and(|c| c.as_bytes() == client)
+        let held = lease
+            .client
+            .as_ref()
+            .is_some_and(|c| c.as_bytes() == client)
             && matches!(lease.state, LeaseState::Offered | LeaseState::Bound)
             && lease.expires_s > now_s;
         held.then_some(lease)

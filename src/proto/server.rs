@@ -8,7 +8,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::lease::{ClientKeyBuf, Commit, LeaseTable};
+use super::lease::{ClientKeyBuf, Commit, Journal, LeaseTable, StorageUnavailable};
 use super::subnet::{Subnet, Subnets};
 use super::wire::dhcp::{MessageType, Packet, PacketWriter};
 use super::wire::options::code;
@@ -81,8 +81,16 @@ impl Server {
     }
 
     /// Decides the answer to a parsed request that arrived on an interface whose address is
-    /// `local_addr` (unspecified if unknown), at `now_s` (Unix seconds).
-    pub fn decide(&self, packet: &Packet<'_>, local_addr: Ipv4Addr, now_s: u64) -> Decision {
+    /// `local_addr` (unspecified if unknown), at `now_s` (Unix seconds). Binding changes are
+    /// recorded in `journal` before they take effect; the caller must make them durable before
+    /// it sends the reply.
+    pub fn decide(
+        &self,
+        packet: &Packet<'_>,
+        local_addr: Ipv4Addr,
+        now_s: u64,
+        journal: &mut dyn Journal,
+    ) -> Decision {
         if packet.op() != 1 {
             return Decision::Drop(DropReason::NotRequest);
         }
@@ -99,9 +107,9 @@ impl Server {
         let client = key.as_bytes();
         match packet.message_type() {
             MessageType::Discover => self.discover(packet, subnet, client, now_s),
-            MessageType::Request => self.request(packet, subnet, client, now_s),
-            MessageType::Release => self.release(packet, subnet, client, now_s),
-            MessageType::Decline => self.decline(packet, subnet, client, now_s),
+            MessageType::Request => self.request(packet, subnet, client, now_s, journal),
+            MessageType::Release => self.release(packet, subnet, client, now_s, journal),
+            MessageType::Decline => self.decline(packet, subnet, client, now_s, journal),
             MessageType::Inform => self.inform(packet, subnet),
             MessageType::Offer | MessageType::Ack | MessageType::Nak => {
                 Decision::Drop(DropReason::UnknownMessageType)
@@ -133,7 +141,14 @@ impl Server {
 
     /// RFC 2131 §4.3.2: the client's state follows from which of server id, requested address
     /// and ciaddr it filled in.
-    fn request(&self, p: &Packet<'_>, subnet: &Subnet, client: &[u8], now_s: u64) -> Decision {
+    fn request(
+        &self,
+        p: &Packet<'_>,
+        subnet: &Subnet,
+        client: &[u8],
+        now_s: u64,
+        journal: &mut dyn Journal,
+    ) -> Decision {
         let lease_s = subnet.grant_lease_time_s(p.lease_time_s());
         match (p.server_id(), p.requested_ip(), p.ciaddr()) {
             // SELECTING: the client answers an OFFER.
@@ -146,9 +161,13 @@ impl Server {
                 let Some(ip) = requested else {
                     return Decision::Drop(DropReason::MissingRequestedAddress);
                 };
-                match self.leases.commit(subnet, client, ip, lease_s, now_s) {
+                match self
+                    .leases
+                    .commit(subnet, client, ip, lease_s, now_s, journal)
+                {
                     Commit::Bound { .. } => self.ack(p, subnet, ip, lease_s),
                     Commit::Conflict | Commit::NotOurs => self.nak(p),
+                    Commit::Unavailable => Decision::Drop(DropReason::StorageUnavailable),
                 }
             }
             // INIT-REBOOT: the client checks an address it remembers.
@@ -156,11 +175,11 @@ impl Server {
                 if !subnet.contains(ip) {
                     return self.nak(p); // on the wrong network
                 }
-                self.confirm(p, subnet, client, ip, lease_s, now_s)
+                self.confirm(p, subnet, client, ip, (lease_s, now_s), journal)
             }
             // RENEWING (unicast) or REBINDING (broadcast): extend the lease on ciaddr.
             (None, _, ciaddr) if !ciaddr.is_unspecified() => {
-                self.confirm(p, subnet, client, ciaddr, lease_s, now_s)
+                self.confirm(p, subnet, client, ciaddr, (lease_s, now_s), journal)
             }
             (None, _, _) => Decision::Drop(DropReason::MissingRequestedAddress),
         }
@@ -174,28 +193,45 @@ impl Server {
         subnet: &Subnet,
         client: &[u8],
         ip: Ipv4Addr,
-        lease_s: u32,
-        now_s: u64,
+        (lease_s, now_s): (u32, u64),
+        journal: &mut dyn Journal,
     ) -> Decision {
-        match self.leases.commit(subnet, client, ip, lease_s, now_s) {
+        match self
+            .leases
+            .commit(subnet, client, ip, lease_s, now_s, journal)
+        {
             Commit::Bound { .. } => self.ack(p, subnet, ip, lease_s),
             Commit::Conflict => self.nak(p),
             Commit::NotOurs => Decision::Drop(DropReason::UnknownLease),
+            Commit::Unavailable => Decision::Drop(DropReason::StorageUnavailable),
         }
     }
 
-    fn release(&self, p: &Packet<'_>, subnet: &Subnet, client: &[u8], now_s: u64) -> Decision {
+    fn release(
+        &self,
+        p: &Packet<'_>,
+        subnet: &Subnet,
+        client: &[u8],
+        now_s: u64,
+        journal: &mut dyn Journal,
+    ) -> Decision {
         if p.server_id().is_some_and(|id| id != self.policy.server_id) {
             return Decision::Drop(DropReason::NotOurServerId);
         }
-        if self.leases.release(subnet, client, p.ciaddr(), now_s) {
-            Decision::Done
-        } else {
-            Decision::Drop(DropReason::UnknownLease)
-        }
+        outcome(
+            self.leases
+                .release(subnet, client, p.ciaddr(), now_s, journal),
+        )
     }
 
-    fn decline(&self, p: &Packet<'_>, subnet: &Subnet, client: &[u8], now_s: u64) -> Decision {
+    fn decline(
+        &self,
+        p: &Packet<'_>,
+        subnet: &Subnet,
+        client: &[u8],
+        now_s: u64,
+        journal: &mut dyn Journal,
+    ) -> Decision {
         if p.server_id().is_some_and(|id| id != self.policy.server_id) {
             return Decision::Drop(DropReason::NotOurServerId);
         }
@@ -203,11 +239,10 @@ impl Server {
             return Decision::Drop(DropReason::MissingRequestedAddress);
         };
         let hold_s = self.policy.decline_hold_s;
-        if self.leases.decline(subnet, client, ip, now_s, hold_s) {
-            Decision::Done
-        } else {
-            Decision::Drop(DropReason::UnknownLease)
-        }
+        outcome(
+            self.leases
+                .decline(subnet, client, ip, now_s, hold_s, journal),
+        )
     }
 
     /// DHCPINFORM (RFC 2131 §4.3.5): configuration only, to the client's own address.
@@ -312,9 +347,8 @@ impl Server {
 
         if let Some(lease_s) = reply.lease_time_s {
             let subnet = reply.subnet.and_then(|id| self.subnets.get(id));
-            let (t1_s, t2_s) = subnet.map_or((lease_s / 2, lease_s / 8 * 7), |s| {
-                scale_timers(s, lease_s)
-            });
+            let (t1_s, t2_s) =
+                subnet.map_or((lease_s / 2, lease_s / 8 * 7), |s| scale_timers(s, lease_s));
             w.push_u32(code::LEASE_TIME, lease_s).map_err(too_large)?;
             w.push_u32(code::RENEWAL_TIME, t1_s).map_err(too_large)?;
             w.push_u32(code::REBINDING_TIME, t2_s).map_err(too_large)?;
@@ -350,9 +384,19 @@ impl Server {
     }
 }
 
+/// RELEASE and DECLINE have no reply; what is left to count is why nothing changed.
+fn outcome(result: Result<bool, StorageUnavailable>) -> Decision {
+    match result {
+        Ok(true) => Decision::Done,
+        Ok(false) => Decision::Drop(DropReason::UnknownLease),
+        Err(StorageUnavailable) => Decision::Drop(DropReason::StorageUnavailable),
+    }
+}
+
 /// T1 and T2 for a lease of `lease_s`, in the subnet's configured proportions.
 fn scale_timers(subnet: &Subnet, lease_s: u32) -> (u32, u32) {
-    let scale = |t_s: u32| (u64::from(lease_s) * u64::from(t_s) / u64::from(subnet.lease_time_s)) as u32;
+    let scale =
+        |t_s: u32| (u64::from(lease_s) * u64::from(t_s) / u64::from(subnet.lease_time_s)) as u32;
     (scale(subnet.t1_s), scale(subnet.t2_s))
 }
 
@@ -361,7 +405,7 @@ mod tests {
     //! The RFC 2131 §4.3 decisions, one rule per test, driven through real encoded packets.
     use super::*;
     use crate::config::Config;
-    use crate::proto::lease::ClientKey;
+    use crate::proto::lease::{ClientKey, Volatile};
 
     const NOW: u64 = 1_700_000_000;
     const RELAY: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 1);
@@ -459,7 +503,7 @@ routers = ["10.20.0.1"]
         fn decide(&self, server: &Server, now_s: u64) -> Decision {
             let bytes = self.encode();
             let packet = Packet::parse(&bytes).unwrap();
-            server.decide(&packet, Ipv4Addr::UNSPECIFIED, now_s)
+            server.decide(&packet, Ipv4Addr::UNSPECIFIED, now_s, &mut Volatile)
         }
     }
 
@@ -547,7 +591,10 @@ routers = ["10.20.0.1"]
         let mut r = req(MessageType::Request, 1);
         r.requested = Some(offered);
         r.server_id = Some(ip("192.0.2.200"));
-        assert_eq!(r.decide(&server, NOW), Decision::Drop(DropReason::NotOurServerId));
+        assert_eq!(
+            r.decide(&server, NOW),
+            Decision::Drop(DropReason::NotOurServerId)
+        );
         assert_eq!(offer(&server, 2, NOW), offered);
     }
 
@@ -595,7 +642,10 @@ routers = ["10.20.0.1"]
         renew.giaddr = Ipv4Addr::UNSPECIFIED;
         renew.ciaddr = ip;
         let ack = reply(renew.decide(&server, NOW + 1800));
-        assert_eq!((ack.message_type, ack.yiaddr, ack.ciaddr), (MessageType::Ack, ip, ip));
+        assert_eq!(
+            (ack.message_type, ack.yiaddr, ack.ciaddr),
+            (MessageType::Ack, ip, ip)
+        );
         assert_eq!(ack.destination, Destination::Unicast(ip));
         let subnet = &server.subnets.all()[0];
         let lease = server.leases.get(subnet, ip).unwrap();
@@ -604,7 +654,10 @@ routers = ["10.20.0.1"]
         let mut thief = req(MessageType::Request, 2);
         thief.giaddr = Ipv4Addr::UNSPECIFIED;
         thief.ciaddr = ip;
-        assert_eq!(reply(thief.decide(&server, NOW + 1800)).message_type, MessageType::Nak);
+        assert_eq!(
+            reply(thief.decide(&server, NOW + 1800)).message_type,
+            MessageType::Nak
+        );
     }
 
     #[test]
@@ -661,7 +714,10 @@ routers = ["10.20.0.1"]
         a.client_id = Some(b"\x00router-a".to_vec());
         let mut b = req(MessageType::Discover, 1);
         b.client_id = Some(b"\x00router-b".to_vec());
-        let (ip_a, ip_b) = (reply(a.decide(&server, NOW)).yiaddr, reply(b.decide(&server, NOW)).yiaddr);
+        let (ip_a, ip_b) = (
+            reply(a.decide(&server, NOW)).yiaddr,
+            reply(b.decide(&server, NOW)).yiaddr,
+        );
         assert_ne!(ip_a, ip_b, "same chaddr, different client ids: two clients");
         let key = ClientKey::from_client_id(b"\x00router-a");
         let lease = server.leases.get(&server.subnets.all()[0], ip_a).unwrap();
@@ -693,7 +749,10 @@ routers = ["10.20.0.1"]
         let server = server("10.10.1.0-10.10.1.255");
         let mut stranger = req(MessageType::Discover, 1);
         stranger.giaddr = ip("172.16.0.1");
-        assert_eq!(stranger.decide(&server, NOW), Decision::Drop(DropReason::NoSubnet));
+        assert_eq!(
+            stranger.decide(&server, NOW),
+            Decision::Drop(DropReason::NoSubnet)
+        );
         assert_eq!(
             req(MessageType::Request, 1).decide(&server, NOW),
             Decision::Drop(DropReason::MissingRequestedAddress)
@@ -715,7 +774,7 @@ routers = ["10.20.0.1"]
         ];
         let bytes = discover.encode();
         let packet = Packet::parse(&bytes).unwrap();
-        let r = reply(server.decide(&packet, Ipv4Addr::UNSPECIFIED, NOW));
+        let r = reply(server.decide(&packet, Ipv4Addr::UNSPECIFIED, NOW, &mut Volatile));
         let mut buf = [0xAAu8; 1500];
         let len = server.write_reply(&packet, &r, &mut buf).unwrap();
         assert!(len <= 548);
@@ -728,15 +787,24 @@ routers = ["10.20.0.1"]
         assert_eq!(out.message_type(), MessageType::Offer);
         assert_eq!(out.server_id(), Some(server.policy.server_id));
         assert_eq!(out.lease_time_s(), Some(3600));
-        assert_eq!(out.option(code::RENEWAL_TIME), Some(&1800u32.to_be_bytes()[..]));
-        assert_eq!(out.option(code::REBINDING_TIME), Some(&3150u32.to_be_bytes()[..]));
+        assert_eq!(
+            out.option(code::RENEWAL_TIME),
+            Some(&1800u32.to_be_bytes()[..])
+        );
+        assert_eq!(
+            out.option(code::REBINDING_TIME),
+            Some(&3150u32.to_be_bytes()[..])
+        );
         assert_eq!(out.option(code::SUBNET_MASK), Some(&[255, 255, 0, 0][..]));
         assert_eq!(out.option(code::DNS_SERVERS), Some(&[10, 10, 0, 53][..]));
         assert_eq!(out.relay_agent_info(), Some(&agent_info[..]));
         let codes: Vec<u8> = out.options().map(|(c, _)| c).collect();
         assert_eq!(codes.last(), Some(&code::RELAY_AGENT_INFO), "82 comes last");
         let pos = |c| codes.iter().position(|&x| x == c).unwrap();
-        assert!(pos(6) < pos(3) && pos(3) < pos(1), "requested order kept: {codes:?}");
+        assert!(
+            pos(6) < pos(3) && pos(3) < pos(1),
+            "requested order kept: {codes:?}"
+        );
     }
 
     #[test]
@@ -746,7 +814,7 @@ routers = ["10.20.0.1"]
         discover.extra = vec![(code::MAX_MESSAGE_SIZE, 576u16.to_be_bytes().to_vec())];
         let bytes = discover.encode();
         let packet = Packet::parse(&bytes).unwrap();
-        let r = reply(server.decide(&packet, Ipv4Addr::UNSPECIFIED, NOW));
+        let r = reply(server.decide(&packet, Ipv4Addr::UNSPECIFIED, NOW, &mut Volatile));
         let mut buf = [0u8; 1500];
         let len = server.write_reply(&packet, &r, &mut buf).unwrap();
         assert!(len <= 548, "{len}");

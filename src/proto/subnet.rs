@@ -185,7 +185,10 @@ mod tests {
         let iface = Ipv4Addr::new(192, 168, 0, 1);
         assert_eq!(subnets.select(relay, client, iface).unwrap().id, 1);
         assert_eq!(subnets.select(unspecified, client, iface).unwrap().id, 0);
-        assert_eq!(subnets.select(unspecified, unspecified, iface).unwrap().id, 2);
+        assert_eq!(
+            subnets.select(unspecified, unspecified, iface).unwrap().id,
+            2
+        );
         // A relay we have no subnet for is not served from the interface's subnet.
         assert!(subnets
             .select(Ipv4Addr::new(172, 16, 0, 1), unspecified, iface)
@@ -198,8 +201,14 @@ mod tests {
             subnet(0, [10, 0, 0, 0], 8),
             subnet(1, [10, 5, 0, 0], 16),
         ]);
-        assert_eq!(subnets.containing(Ipv4Addr::new(10, 5, 1, 1)).unwrap().id, 1);
-        assert_eq!(subnets.containing(Ipv4Addr::new(10, 6, 1, 1)).unwrap().id, 0);
+        assert_eq!(
+            subnets.containing(Ipv4Addr::new(10, 5, 1, 1)).unwrap().id,
+            1
+        );
+        assert_eq!(
+            subnets.containing(Ipv4Addr::new(10, 6, 1, 1)).unwrap().id,
+            0
+        );
     }
 
     #[test]

@@ -1,13 +1,15 @@
-//! The thin I/O shell around the protocol core: sockets, threads, signals, the clock.
+//! The thin I/O shell around the protocol core: sockets, threads, the lease log, signals, the
+//! clock.
 
 pub mod clock;
 pub mod ifaddr;
+pub mod journal;
 pub mod worker;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ringlease_ring::{
     open_groups, open_io, pin_current_thread, Backend, BackendChoice, GroupConfig, RingParams,
@@ -15,21 +17,27 @@ use ringlease_ring::{
 };
 
 use crate::config::{BackendSetting, Config};
+use crate::leaselog::{Binding, LeaseLog, LogOptions};
 use crate::metrics::WorkerMetrics;
+use crate::proto::lease::Change;
 use crate::proto::server::{Policy, Server};
+use journal::LogJournal;
 
-/// A running server: its worker threads and the housekeeping loop's stop flag.
+/// A running server: its worker threads, the lease log and the stop flag.
 pub struct Running {
     pub server: Arc<Server>,
     pub backend: Backend,
+    log: Arc<LeaseLog>,
     stop: Arc<AtomicBool>,
     workers: Vec<thread::JoinHandle<WorkerMetrics>>,
 }
 
-/// How often expired offers and leases are swept back into the free lists.
-const EXPIRE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often expired offers and leases are swept back into the free lists, and the lease log
+/// is checked for compaction.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(200);
 
-/// Opens the sockets and starts the workers. Errors say what to change (privileges, limits).
+/// Replays the lease log, opens the sockets and starts the workers. Errors say what to change
+/// (privileges, limits, a damaged log).
 pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Running, String> {
     let policy = Policy {
         server_id: config.server.server_id,
@@ -37,6 +45,8 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Running, String> 
         decline_hold_s: config.server.decline_hold_s,
     };
     let server = Arc::new(Server::new(policy, config.subnets.clone()));
+    let log = Arc::new(replay_lease_log(config, &server)?);
+
     let cores = &config.server.worker_cores;
     let groups = open_groups(&GroupConfig {
         addrs: config.server.listen.clone(),
@@ -58,7 +68,17 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Running, String> 
         let io = open_io(sockets, choice, RingParams::default())
             .map_err(|e| format!("worker {index}: cannot set up datagram I/O: {e}"))?;
         backend = io.backend();
-        let (server, ports, stop) = (server.clone(), ports.clone(), stop.clone());
+        let writer = log
+            .writer()
+            .map_err(|e| format!("worker {index}: cannot open a lease log segment: {e}"))?;
+        let worker = worker::Worker {
+            io,
+            server: server.clone(),
+            listen_ports: ports.clone(),
+            journal: LogJournal::new(writer),
+            durability: config.server.durability,
+            stop: stop.clone(),
+        };
         let handle = thread::Builder::new()
             .name(format!("worker-{index}"))
             .spawn(move || {
@@ -67,7 +87,7 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Running, String> 
                         tracing::warn!(worker = index, core, "cannot pin worker: no such core");
                     }
                 }
-                worker::run(io, server, ports, stop)
+                worker.run()
             })
             .map_err(|e| format!("cannot start worker {index}: {e}"))?;
         workers.push(handle);
@@ -75,18 +95,77 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Running, String> 
     Ok(Running {
         server,
         backend,
+        log,
         stop,
         workers,
     })
 }
 
+/// Opens the lease log and puts every binding it holds back into the lease table.
+fn replay_lease_log(config: &Config, server: &Server) -> Result<LeaseLog, String> {
+    let dir = &config.server.lease_dir;
+    let options = LogOptions {
+        segment_bytes: config.server.log_segment_bytes,
+        compact_at_bytes: config.server.log_compact_bytes,
+    };
+    let started = Instant::now();
+    let (log, replayed) = LeaseLog::open(dir, options)
+        .map_err(|e| format!("lease log {}: {e}", dir.display()))?;
+    let mut outside = 0usize;
+    for b in &replayed.bindings {
+        if !server.leases.restore(&server.subnets, &change_of(b)) {
+            outside += 1;
+        }
+    }
+    let report = &replayed.report;
+    for (path, offset, bytes) in &report.torn_tails {
+        tracing::warn!(
+            "lease log: torn tail in {} at offset {offset}: {bytes} bytes dropped (an append cut short by a crash)",
+            path.display()
+        );
+    }
+    for (path, offset) in &report.corrupt {
+        tracing::error!(
+            "lease log: corrupt record in {} at offset {offset} skipped; the records after it were kept",
+            path.display()
+        );
+    }
+    if outside > 0 {
+        tracing::warn!("lease log: {outside} bindings are outside every configured subnet and were ignored");
+    }
+    tracing::info!(
+        dir = %dir.display(),
+        records = report.records,
+        bindings = replayed.bindings.len(),
+        torn_tails = report.torn_tails.len(),
+        corrupt = report.corrupt.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "lease log replayed"
+    );
+    Ok(log)
+}
+
+fn change_of(b: &Binding) -> Change<'_> {
+    Change {
+        seq: b.seq,
+        ip: b.ip,
+        state: b.state,
+        expires_s: b.expires_s,
+        since_s: b.state_since_s,
+        client: &b.client,
+    }
+}
+
 impl Running {
-    /// Sweeps expired leases until the stop flag is set, then stops the workers and returns
-    /// their merged metrics.
+    /// Sweeps expired leases and compacts the lease log until the stop flag is set, then stops
+    /// the workers and returns their merged metrics.
     pub fn run_until_stopped(self) -> WorkerMetrics {
         while !self.stop.load(Ordering::Relaxed) {
-            thread::sleep(EXPIRE_INTERVAL.min(Duration::from_millis(200)));
+            thread::sleep(HOUSEKEEPING_INTERVAL);
             self.server.expire(clock::unix_now_s());
+            if self.log.compaction_due() {
+                compact(&self.server, &self.log);
+            }
         }
         self.join()
     }
@@ -102,5 +181,35 @@ impl Running {
             }
         }
         total
+    }
+}
+
+/// Writes the whole lease table into a lease log snapshot while the workers keep serving (the
+/// table is read a chunk at a time, never locked for long).
+pub fn compact(server: &Server, log: &LeaseLog) {
+    let started = Instant::now();
+    let mut bindings = Vec::new();
+    server.leases.visit_records(|c| {
+        bindings.push(Binding {
+            seq: c.seq,
+            ip: c.ip,
+            state: c.state,
+            flags: 0,
+            expires_s: c.expires_s,
+            potential_expiry_s: c.expires_s,
+            partner_expiry_s: 0,
+            cltt_s: c.since_s,
+            state_since_s: c.since_s,
+            client: c.client.into(),
+            hostname: Box::default(),
+        })
+    });
+    match log.write_snapshot(bindings.iter().map(Binding::as_ref)) {
+        Ok(()) => tracing::info!(
+            bindings = bindings.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "lease log compacted"
+        ),
+        Err(e) => tracing::error!("lease log compaction failed: {e}"),
     }
 }

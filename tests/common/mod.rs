@@ -420,8 +420,10 @@ impl Drop for Netns {
 /// goes away with either namespace.
 pub fn veth_pair(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
     let mut c = Command::new(&a.ip);
-    c.args(["link", "add", "name", a_if, "netns", &a.name, "type", "veth"])
-        .args(["peer", "name", b_if, "netns", &b.name]);
+    c.args([
+        "link", "add", "name", a_if, "netns", &a.name, "type", "veth",
+    ])
+    .args(["peer", "name", b_if, "netns", &b.name]);
     run_ok(c, Duration::from_secs(10));
     a.link_up(a_if);
     b.link_up(b_if);

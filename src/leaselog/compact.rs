@@ -1,0 +1,190 @@
+//! Compaction: a snapshot of the whole table replaces the sealed segments and older snapshots.
+//!
+//! Steps, each leaving a directory that replays to the same table if the machine dies there:
+//! 1. write `snap-N.log.tmp` and fsync it (a crash leaves a `.tmp` that replay ignores and
+//!    `open` removes);
+//! 2. rename it to `snap-N.log` and fsync the directory (the old files are all still there, and
+//!    last-seq-wins makes the duplicates harmless);
+//! 3. delete each sealed segment and older snapshot *that the snapshot covers*, then fsync the
+//!    directory. Each file is covered on its own, so any subset of deletions is safe.
+//!
+//! "Covered" is checked, not assumed: a file is deleted only if, for every record in it, the
+//! snapshot holds a record of the same address with an equal or higher `seq`. So a caller that
+//! read its table a little before calling (and missed a change sealed in between) costs disk
+//! space, not a lease.
+
+use std::fs::{self, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use super::record::{self, BindingRef, FileHeader, FileKind, MAX_RECORD_LEN};
+use super::replay::{self, Head, IpMap};
+use super::segment::{segment_path, snapshot_path};
+use super::{FileEntry, LeaseLog, LogError};
+
+/// A point in [`LeaseLog::write_snapshot_observed`], for crash tests.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotStep<'p> {
+    /// The snapshot is complete and durable under its temporary name.
+    TmpWritten(&'p Path),
+    /// The snapshot has its final name, durably.
+    Renamed(&'p Path),
+    /// This covered file was deleted (the directory is not yet synced).
+    Deleted(&'p Path),
+}
+
+impl LeaseLog {
+    /// Compaction: writes every binding given into a new snapshot (temporary name, fsync,
+    /// rename, fsync of the directory), then deletes the segments sealed before this call and
+    /// the older snapshots, each if the snapshot covers it (see the module doc). Records in
+    /// still-active segments stay; last-seq-wins keeps replay right.
+    ///
+    /// Pass the WHOLE current table, Released and Expired addresses included: they are
+    /// tombstones that must outlive any older record of their address. Read the table while
+    /// this runs (a lazy iterator over it), not before: what was sealed before the call must be
+    /// in the table passed, or the file holding it is kept.
+    pub fn write_snapshot<'a>(
+        &self,
+        bindings: impl Iterator<Item = BindingRef<'a>>,
+    ) -> Result<(), LogError> {
+        self.write_snapshot_observed(bindings, |_| {})
+    }
+
+    /// [`LeaseLog::write_snapshot`], calling `on_step` at each crash point (tests copy the
+    /// directory there).
+    #[doc(hidden)]
+    pub fn write_snapshot_observed<'a>(
+        &self,
+        bindings: impl Iterator<Item = BindingRef<'a>>,
+        mut on_step: impl FnMut(SnapshotStep<'_>),
+    ) -> Result<(), LogError> {
+        let shared = &*self.shared;
+        let _one_at_a_time = shared.compaction.lock();
+        let (old_segments, old_snapshots) = {
+            let files = shared.files.lock();
+            (files.sealed.clone(), files.snapshots.clone())
+        };
+        let number = shared.next_number.fetch_add(1, Ordering::Relaxed);
+        let path = snapshot_path(&shared.dir, number);
+        let tmp = tmp_path(&path);
+        let (latest, bytes) = match write_file(&shared.dir, &tmp, number, bindings) {
+            Ok(written) => written,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        on_step(SnapshotStep::TmpWritten(&tmp));
+
+        fs::rename(&tmp, &path).map_err(|e| shared.err(&path, e))?;
+        shared.sync_dir()?;
+        shared.disk_bytes.fetch_add(bytes, Ordering::Relaxed);
+        shared.files.lock().snapshots.push(FileEntry { number, bytes });
+        on_step(SnapshotStep::Renamed(&path));
+
+        let candidates = old_segments
+            .iter()
+            .map(|f| (segment_path(&shared.dir, f.number), FileKind::Log, f))
+            .chain(
+                old_snapshots
+                    .iter()
+                    .map(|f| (snapshot_path(&shared.dir, f.number), FileKind::Snapshot, f)),
+            );
+        let mut deleted = Vec::new();
+        for (old, kind, entry) in candidates {
+            if !old.exists() {
+                // Gone already (a compaction that failed after deleting it): forget it.
+                deleted.push(entry.number);
+                continue;
+            }
+            if !covered(&shared.dir, &old, kind, entry.number, &latest)? {
+                tracing::warn!(
+                    file = %old.display(),
+                    "lease log file not covered by the new snapshot; kept"
+                );
+                continue;
+            }
+            fs::remove_file(&old).map_err(|e| shared.err(&old, e))?;
+            shared.disk_bytes.fetch_sub(entry.bytes, Ordering::Relaxed);
+            deleted.push(entry.number);
+            on_step(SnapshotStep::Deleted(&old));
+        }
+        shared.sync_dir()?;
+        let mut files = shared.files.lock();
+        files.sealed.retain(|f| !deleted.contains(&f.number));
+        files.snapshots.retain(|f| !deleted.contains(&f.number));
+        Ok(())
+    }
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".tmp");
+    PathBuf::from(name)
+}
+
+/// Writes a snapshot file and fsyncs it; returns the highest seq per address in it and its
+/// size.
+fn write_file<'a>(
+    dir: &Path,
+    path: &Path,
+    number: u64,
+    bindings: impl Iterator<Item = BindingRef<'a>>,
+) -> Result<(IpMap<u64>, u64), LogError> {
+    let err = |e| LogError::io(dir, path, e);
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(err)?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let header = record::encode_header(&FileHeader {
+        kind: FileKind::Snapshot,
+        number,
+    });
+    out.write_all(&header).map_err(err)?;
+    let mut bytes = header.len() as u64;
+    let mut latest = IpMap::default();
+    let mut buf = [0u8; MAX_RECORD_LEN];
+    for b in bindings {
+        if record::encoded_len(&b).is_none() {
+            return Err(LogError::RecordTooLarge {
+                client_len: b.client.len(),
+                hostname_len: b.hostname.len(),
+            });
+        }
+        let len = record::encode_into(&mut buf, &b);
+        out.write_all(&buf[..len]).map_err(err)?;
+        bytes += len as u64;
+        let seq = latest.entry(u32::from(b.ip)).or_insert(b.seq);
+        *seq = (*seq).max(b.seq);
+    }
+    let file = out.into_inner().map_err(|e| err(e.into_error()))?;
+    file.sync_all().map_err(err)?;
+    Ok((latest, bytes))
+}
+
+/// Does the snapshot (`latest`: highest seq per address) hold, for every record of this file,
+/// a record of the same address with an equal or higher seq?
+fn covered(
+    dir: &Path,
+    path: &Path,
+    kind: FileKind,
+    number: u64,
+    latest: &IpMap<u64>,
+) -> Result<bool, LogError> {
+    let map = replay::map_file(dir, path)?;
+    let buf: &[u8] = map.as_deref().unwrap_or(&[]);
+    if let Head::Blank = replay::check_head(path, buf, kind, number)? {
+        return Ok(true);
+    }
+    let mut all = true;
+    replay::walk(buf, |_, b| {
+        all &= latest.get(&u32::from(b.ip)).is_some_and(|&seq| seq >= b.seq);
+    });
+    Ok(all)
+}

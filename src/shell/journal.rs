@@ -1,0 +1,82 @@
+//! The lease table's [`Journal`], written to the lease log by one worker.
+
+use std::time::{Duration, Instant};
+
+use crate::leaselog::{BindingRef, LogError, LogWriter};
+use crate::proto::lease::{Change, Journal, StorageUnavailable};
+
+/// How often a storage failure is logged again while it lasts.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A worker's [`LogWriter`] as the lease table's journal. Remembers a failure so the worker logs
+/// it once (and once more when storage recovers) instead of once per packet.
+pub struct LogJournal {
+    writer: LogWriter,
+    failing_since: Option<Instant>,
+    last_logged: Option<Instant>,
+}
+
+impl LogJournal {
+    pub fn new(writer: LogWriter) -> Self {
+        LogJournal {
+            writer,
+            failing_since: None,
+            last_logged: None,
+        }
+    }
+
+    pub fn writer(&mut self) -> &mut LogWriter {
+        &mut self.writer
+    }
+
+    /// Logs a storage error, at most once per [`ERROR_LOG_INTERVAL`].
+    pub fn failed(&mut self, error: &LogError) {
+        self.failing_since.get_or_insert_with(Instant::now);
+        if self
+            .last_logged
+            .is_none_or(|at| at.elapsed() >= ERROR_LOG_INTERVAL)
+        {
+            self.last_logged = Some(Instant::now());
+            tracing::error!(
+                "lease log: {error}; not granting or extending leases until it can be written"
+            );
+        }
+    }
+
+    /// Notes that writing works (again).
+    pub fn succeeded(&mut self) {
+        if let Some(since) = self.failing_since.take() {
+            self.last_logged = None;
+            tracing::info!(
+                "lease log writable again after {:.1} s",
+                since.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+
+impl Journal for LogJournal {
+    fn record(&mut self, change: &Change<'_>) -> Result<(), StorageUnavailable> {
+        let binding = BindingRef {
+            seq: change.seq,
+            ip: change.ip,
+            state: change.state,
+            flags: 0,
+            expires_s: change.expires_s,
+            // The failover fields: without a partner, what we told the client is all there is.
+            potential_expiry_s: change.expires_s,
+            partner_expiry_s: 0,
+            cltt_s: change.since_s,
+            state_since_s: change.since_s,
+            client: change.client,
+            hostname: &[],
+        };
+        match self.writer.append(&binding) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.failed(&e);
+                Err(StorageUnavailable)
+            }
+        }
+    }
+}
