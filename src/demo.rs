@@ -162,8 +162,7 @@ fn drive(
             continue;
         }
         last_scan = Instant::now();
-        for index in 0..next_idle {
-            let c = &mut clients[index];
+        for (index, c) in clients.iter_mut().enumerate().take(next_idle) {
             let waiting = matches!(c.phase, Phase::Discovering | Phase::Requesting { .. });
             if waiting && c.sent_at.is_some_and(|t| t.elapsed() >= RETRANSMIT_AFTER) {
                 if c.tries >= MAX_TRIES {

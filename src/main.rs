@@ -1,3 +1,4 @@
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -27,6 +28,11 @@ enum Command {
     },
     /// Validate a configuration file and exit.
     CheckConfig { file: PathBuf },
+    /// Inspect a lease log directory (read-only; safe beside a running server).
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+    },
     /// Run the server with an embedded configuration on loopback and drive simulated clients at it.
     Demo {
         /// Simulated clients (each does one DORA exchange).
@@ -35,6 +41,23 @@ enum Command {
         /// Upper bound on the run, seconds.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Replay every file and report records, bindings, torn tails and corrupt records. Exits
+    /// non-zero if there is damage in the middle of a file.
+    Verify { dir: PathBuf },
+    /// Print the current binding of every address (or of one address / hardware address).
+    Dump {
+        dir: PathBuf,
+        /// Only this address.
+        #[arg(long, conflicts_with = "hw")]
+        ip: Option<std::net::Ipv4Addr>,
+        /// Only this hardware address (aa:bb:cc:dd:ee:ff, Ethernet).
+        #[arg(long)]
+        hw: Option<String>,
     },
 }
 
@@ -53,6 +76,7 @@ fn main() -> ExitCode {
                 )
             })
             .map_err(|e| format!("{}: {e}", file.display())),
+        Command::Log { command } => log_command(command),
         Command::Demo { clients, seconds } => demo::run(demo::DemoOptions {
             clients,
             duration: Duration::from_secs(seconds),
@@ -70,8 +94,10 @@ fn main() -> ExitCode {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a person at a terminal, never into log files.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -99,4 +125,76 @@ fn serve(path: &std::path::Path) -> Result<(), String> {
     tracing::info!("stopped");
     eprint!("{}", metrics.summary());
     Ok(())
+}
+
+fn log_command(command: LogCommand) -> Result<(), String> {
+    use ringlease::leaselog::verify;
+    use ringlease::proto::lease::ClientKey;
+    match command {
+        LogCommand::Verify { dir } => {
+            let replayed = verify(&dir).map_err(|e| e.to_string())?;
+            let r = &replayed.report;
+            println!(
+                "{}: {} segments, {} snapshots, {} records, {} bindings, highest seq {}",
+                dir.display(),
+                r.segments,
+                r.snapshots,
+                r.records,
+                r.bindings,
+                r.max_seq
+            );
+            for (path, offset, bytes) in &r.torn_tails {
+                println!(
+                    "torn tail: {} at offset {offset}, {bytes} bytes (truncated at the next start)",
+                    path.display()
+                );
+            }
+            for (path, offset) in &r.corrupt {
+                println!("corrupt record: {} at offset {offset}", path.display());
+            }
+            if r.corrupt.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{} corrupt records", r.corrupt.len()))
+            }
+        }
+        LogCommand::Dump { dir, ip, hw } => {
+            let replayed = verify(&dir).map_err(|e| e.to_string())?;
+            let hw_key = match hw {
+                Some(text) => {
+                    let bytes: Result<Vec<u8>, _> = text
+                        .split([':', '-'])
+                        .map(|p| u8::from_str_radix(p, 16))
+                        .collect();
+                    let bytes = bytes.map_err(|_| format!("--hw {text}: not a hardware address"))?;
+                    Some(ClientKey::from_hardware(1, &bytes))
+                }
+                None => None,
+            };
+            println!("seq\taddress\tstate\texpires\tsince\tclient");
+            for b in &replayed.bindings {
+                if ip.is_some_and(|ip| ip != b.ip) {
+                    continue;
+                }
+                if hw_key.as_ref().is_some_and(|k| k.as_bytes() != &*b.client) {
+                    continue;
+                }
+                let client = if b.client.is_empty() {
+                    "-".to_string()
+                } else {
+                    ClientKey::from_bytes(&b.client).to_string()
+                };
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    b.seq,
+                    b.ip,
+                    b.state.name(),
+                    b.expires_s,
+                    b.state_since_s,
+                    client
+                );
+            }
+            Ok(())
+        }
+    }
 }

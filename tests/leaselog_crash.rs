@@ -71,7 +71,9 @@ fn binding(seq: u64, host: u16, state: LeaseState) -> Binding {
         partner_expiry_s: 1_700_000_050 + seq,
         cltt_s: 1_699_000_000 + seq,
         state_since_s: 1_699_500_000 + seq,
-        client: (0..client_len).map(|i| (seq as u8).wrapping_add(i as u8)).collect(),
+        client: (0..client_len)
+            .map(|i| (seq as u8).wrapping_add(i as u8))
+            .collect(),
         hostname: hostname.into(),
     }
 }
@@ -89,8 +91,16 @@ fn apply(table: &mut Table, b: &Binding) {
 }
 
 fn table_of(replayed: &Replayed) -> Table {
-    let table: Table = replayed.bindings.iter().map(|b| (b.ip, b.clone())).collect();
-    assert_eq!(table.len(), replayed.bindings.len(), "one binding per address");
+    let table: Table = replayed
+        .bindings
+        .iter()
+        .map(|b| (b.ip, b.clone()))
+        .collect();
+    assert_eq!(
+        table.len(),
+        replayed.bindings.len(),
+        "one binding per address"
+    );
     assert!(
         replayed.bindings.windows(2).all(|w| w[0].seq <= w[1].seq),
         "sorted by seq"
@@ -232,7 +242,10 @@ fn torn_tail_at_every_offset_is_dropped_and_repaired() {
             assert_eq!(table_of(&verified), before_last, "{what}");
             let torn = &verified.report.torn_tails;
             assert_eq!(torn.len(), 1, "{what}");
-            assert_eq!((torn[0].0.as_path(), torn[0].1), (seg.as_path(), last_start));
+            assert_eq!(
+                (torn[0].0.as_path(), torn[0].1),
+                (seg.as_path(), last_start)
+            );
             assert!((1..=last_end - last_start).contains(&torn[0].2), "{what}");
             assert!(verified.report.corrupt.is_empty(), "{what}");
 
@@ -326,18 +339,17 @@ fn last_seq_wins_across_segments_of_different_writers() {
 
         let mut writers: Vec<_> = (0..4).map(|_| log.writer().unwrap()).collect();
         for seq in 3..3000u64 {
-            let b = binding(
-                seq,
-                rng.below(40) as u16 + 2,
-                STATES[rng.below(5) as usize],
-            );
+            let b = binding(seq, rng.below(40) as u16 + 2, STATES[rng.below(5) as usize]);
             writers[rng.below(4) as usize].append(&b.as_ref()).unwrap();
             apply(&mut model, &b);
         }
     }
     let (_log, replayed) = LeaseLog::open(&dir, SMALL).unwrap();
     let table = table_of(&replayed);
-    assert_eq!(table[&Ipv4Addr::new(100, 64, 0, 1)].state, LeaseState::Released);
+    assert_eq!(
+        table[&Ipv4Addr::new(100, 64, 0, 1)].state,
+        LeaseState::Released
+    );
     assert_eq!(table, model);
 }
 
@@ -351,7 +363,9 @@ fn check_images(images: &[(String, PathBuf, Table)]) {
         assert_eq!(&table_of(&replayed), expected, "open at {step}");
         assert!(replayed.report.corrupt.is_empty(), "{step}");
         assert!(
-            !log_files(image).iter().any(|p| p.extension().unwrap() == "tmp"),
+            !log_files(image)
+                .iter()
+                .any(|p| p.extension().unwrap() == "tmp"),
             "open removes an unfinished snapshot ({step})"
         );
     }
@@ -404,7 +418,9 @@ fn compaction_crash_images_replay_to_the_same_table() {
                 SnapshotStep::Renamed(_) => "renamed".to_string(),
                 SnapshotStep::Deleted(path) => format!("deleted {}", path.display()),
             };
-            let image = tmp.path().join(format!("round-{round}-image-{}", images.len()));
+            let image = tmp
+                .path()
+                .join(format!("round-{round}-image-{}", images.len()));
             copy_dir(&dir, &image);
             let mut expected = snapshot_of.clone();
             for b in appended.values() {
@@ -426,11 +442,20 @@ fn compaction_crash_images_replay_to_the_same_table() {
     }
 
     let still_there: Vec<_> = sealed_before.iter().filter(|p| p.exists()).collect();
-    assert!(still_there.is_empty(), "sealed segments not deleted: {still_there:?}");
+    assert!(
+        still_there.is_empty(),
+        "sealed segments not deleted: {still_there:?}"
+    );
     assert!(log.disk_bytes() < bytes_before);
     let snapshots: Vec<_> = log_files(&dir)
         .into_iter()
-        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("snap-"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("snap-")
+        })
         .collect();
     assert_eq!(snapshots.len(), 1, "the second snapshot replaced the first");
     drop(active);
@@ -458,7 +483,8 @@ fn compaction_keeps_a_segment_the_snapshot_does_not_cover() {
     let mut stale = model.clone();
     let missed = stale.values().next_back().unwrap().ip;
     stale.get_mut(&missed).unwrap().seq -= 1;
-    log.write_snapshot(stale.values().map(Binding::as_ref)).unwrap();
+    log.write_snapshot(stale.values().map(Binding::as_ref))
+        .unwrap();
     assert!(!segments(&dir).is_empty(), "the uncovered segment was kept");
     drop(log);
     let (_log, replayed) = LeaseLog::open(&dir, SMALL).unwrap();
@@ -527,7 +553,11 @@ fn full_disk_gives_no_space_then_recovers() {
             }
             assert!(seq < 100_000, "the disk never filled");
         }
-        assert!(model.len() > 1000, "{} appends before the disk filled", model.len());
+        assert!(
+            model.len() > 1000,
+            "{} appends before the disk filled",
+            model.len()
+        );
         assert!(matches!(log.writer(), Err(LogError::NoSpace(_))));
         writer.sync().unwrap();
 

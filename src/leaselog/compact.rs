@@ -82,7 +82,11 @@ impl LeaseLog {
         fs::rename(&tmp, &path).map_err(|e| shared.err(&path, e))?;
         shared.sync_dir()?;
         shared.disk_bytes.fetch_add(bytes, Ordering::Relaxed);
-        shared.files.lock().snapshots.push(FileEntry { number, bytes });
+        shared
+            .files
+            .lock()
+            .snapshots
+            .push(FileEntry { number, bytes });
         on_step(SnapshotStep::Renamed(&path));
 
         let candidates = old_segments
@@ -184,7 +188,9 @@ fn covered(
     }
     let mut all = true;
     replay::walk(buf, |_, b| {
-        all &= latest.get(&u32::from(b.ip)).is_some_and(|&seq| seq >= b.seq);
+        all &= latest
+            .get(&u32::from(b.ip))
+            .is_some_and(|&seq| seq >= b.seq);
     });
     Ok(all)
 }

@@ -223,7 +223,13 @@ impl LeaseLog {
 
     /// Bytes of sealed segments: what a compaction could free.
     pub fn sealed_bytes(&self) -> u64 {
-        self.shared.files.lock().sealed.iter().map(|f| f.bytes).sum()
+        self.shared
+            .files
+            .lock()
+            .sealed
+            .iter()
+            .map(|f| f.bytes)
+            .sum()
     }
 
     /// Sealed segments reached [`LogOptions::compact_at_bytes`]. (Active segments do not count:

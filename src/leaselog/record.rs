@@ -332,7 +332,9 @@ pub fn decode_header(buf: &[u8]) -> Result<FileHeader, String> {
     }
     let version = u16_at(buf, 8);
     if version != VERSION {
-        return Err(format!("format version {version}, this build reads {VERSION}"));
+        return Err(format!(
+            "format version {version}, this build reads {VERSION}"
+        ));
     }
     let header_len = u16_at(buf, 10);
     if usize::from(header_len) != HEADER_LEN {

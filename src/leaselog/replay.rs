@@ -134,7 +134,10 @@ fn next_valid(file: &[u8], from: usize) -> Option<usize> {
 /// Maps a log file read-only; `None` for an empty file (which cannot be mapped).
 pub(crate) fn map_file(dir: &Path, path: &Path) -> Result<Option<Mmap>, LogError> {
     let file = File::open(path).map_err(|e| LogError::io(dir, path, e))?;
-    let len = file.metadata().map_err(|e| LogError::io(dir, path, e))?.len();
+    let len = file
+        .metadata()
+        .map_err(|e| LogError::io(dir, path, e))?
+        .len();
     if len == 0 {
         return Ok(None);
     }

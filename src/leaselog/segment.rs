@@ -78,7 +78,8 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<File, LogError> {
 /// Allocates the first `len` bytes of `file` on disk (`fallocate`, or `posix_fallocate` where
 /// the filesystem lacks it), so later writes through a map cannot run out of space.
 fn allocate(file: &File, len: u64) -> io::Result<()> {
-    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let len =
+        libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     loop {
         // SAFETY: an FFI call on a descriptor `file` owns and keeps open across the call; it
         // touches no memory of ours.

@@ -49,6 +49,11 @@ impl ClientKey {
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
+
+    /// A key from its stored bytes ([`ClientKey::as_bytes`]), as the lease log keeps it.
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        ClientKey(bytes.into())
+    }
 }
 
 impl std::borrow::Borrow<[u8]> for ClientKey {
@@ -797,7 +802,7 @@ impl LeaseTable {
     /// Addresses by state in one subnet (walks the subnet: for status, not the hot path).
     pub fn counts(&self, subnet: &Subnet, now_s: u64) -> LeaseCounts {
         let mut counts = LeaseCounts {
-            pool_size: subnet.pools.iter().map(|p| p.len()).sum(),
+            pool_size: subnet.pools.iter().map(|p| p.size()).sum(),
             ..LeaseCounts::default()
         };
         for shard in &self.leases(subnet).addrs {

@@ -21,7 +21,8 @@ impl Pool {
         (u32::from(self.first)..=u32::from(self.last)).map(Ipv4Addr::from)
     }
 
-    pub fn len(&self) -> u64 {
+    /// How many addresses the pool has.
+    pub fn size(&self) -> u64 {
         u64::from(u32::from(self.last)) - u64::from(u32::from(self.first)) + 1
     }
 }
