@@ -84,9 +84,15 @@ fn replay(c: &mut Criterion) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
+    // `LEASELOG_BENCH_DIR` keeps the generated log for later runs (it is generated only if
+    // the directory has no log yet); otherwise it goes to a temporary directory.
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("log");
-    {
+    let dir = std::env::var_os("LEASELOG_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| tmp.path().join("log"));
+    let generated = verify(&dir).is_ok_and(|r| r.report.records == records);
+    if !generated {
+        let _ = std::fs::remove_dir_all(&dir);
         let (log, _) = LeaseLog::open(&dir, LogOptions::default()).unwrap();
         let mut writers: Vec<_> = (0..4).map(|_| log.writer().unwrap()).collect();
         for seq in 1..=records {

@@ -166,7 +166,8 @@ fn log_command(command: LogCommand) -> Result<(), String> {
                         .split([':', '-'])
                         .map(|p| u8::from_str_radix(p, 16))
                         .collect();
-                    let bytes = bytes.map_err(|_| format!("--hw {text}: not a hardware address"))?;
+                    let bytes =
+                        bytes.map_err(|_| format!("--hw {text}: not a hardware address"))?;
                     Some(ClientKey::from_hardware(1, &bytes))
                 }
                 None => None,

@@ -62,7 +62,11 @@ fn start(dir: &TempDir, name: &str, config: &str) -> Child {
         );
         read_lossy(&log).contains("ready").then_some(())
     });
-    assert!(ready.is_some(), "{name} never got ready:\n{}", read_lossy(&log));
+    assert!(
+        ready.is_some(),
+        "{name} never got ready:\n{}",
+        read_lossy(&log)
+    );
     child
 }
 
@@ -95,7 +99,14 @@ impl Relay {
         let mut w = PacketWriter::new(&mut buf, 600);
         w.set_op(1);
         w.set_htype(1);
-        w.set_chaddr(&[2, 0xdd, 0, (index >> 16) as u8, (index >> 8) as u8, index as u8]);
+        w.set_chaddr(&[
+            2,
+            0xdd,
+            0,
+            (index >> 16) as u8,
+            (index >> 8) as u8,
+            index as u8,
+        ]);
         w.set_xid(xid);
         w.set_giaddr(RELAY);
         w.push_u8(code::MESSAGE_TYPE, msg as u8).unwrap();
@@ -149,7 +160,10 @@ impl Relay {
 
 fn kill_9(server: &mut Child) {
     let (status, _) = server.stop("KILL", Duration::from_secs(5));
-    assert!(!status.success(), "SIGKILL should end the server abnormally");
+    assert!(
+        !status.success(),
+        "SIGKILL should end the server abnormally"
+    );
 }
 
 /// Every ACKed lease is still the client's after kill -9: INIT-REBOOT gets an ACK for the same
@@ -164,7 +178,14 @@ fn acked_leases_survive_kill_9() {
 
     let mut server = start(&dir, "first", &cfg);
     let acked: Vec<(u32, Ipv4Addr)> = (0..400)
-        .map(|i| (i, relay.dora(i).unwrap_or_else(|| panic!("client {i} got no lease"))))
+        .map(|i| {
+            (
+                i,
+                relay
+                    .dora(i)
+                    .unwrap_or_else(|| panic!("client {i} got no lease")),
+            )
+        })
         .collect();
     kill_9(&mut server);
 
@@ -202,7 +223,10 @@ fn acked_leases_survive_kill_9() {
     let old: std::collections::HashSet<Ipv4Addr> = acked.iter().map(|&(_, ip)| ip).collect();
     for i in 1000..1400 {
         let ip = relay.dora(i).expect("new client gets a lease");
-        assert!(!old.contains(&ip), "{ip} handed to new client {i} while still leased");
+        assert!(
+            !old.contains(&ip),
+            "{ip} handed to new client {i} while still leased"
+        );
     }
     // Another client asking for a leased address is refused.
     let (_, first_ip) = acked[0];
@@ -268,7 +292,9 @@ fn full_disk_stops_acks_and_heals() {
     // cannot get.
     let mut refused = None;
     for i in 0..3000 {
-        let offered = relay.discover(i).expect("OFFERs go on while the disk is full");
+        let offered = relay
+            .discover(i)
+            .expect("OFFERs go on while the disk is full");
         match relay.ask(i, MessageType::Request, Some(offered), Some(SERVER_ID)) {
             Some((MessageType::Ack, ip)) => acked.push((i, ip)),
             None => {
@@ -282,7 +308,12 @@ fn full_disk_stops_acks_and_heals() {
     // Still no ACK while full, still OFFERs.
     assert!(relay.discover(refused).is_some());
     assert_eq!(
-        relay.ask(refused, MessageType::Request, relay.discover(refused), Some(SERVER_ID)),
+        relay.ask(
+            refused,
+            MessageType::Request,
+            relay.discover(refused),
+            Some(SERVER_ID)
+        ),
         None
     );
     assert!(server.log().contains("no space left"), "{}", server.log());
@@ -297,6 +328,10 @@ fn full_disk_stops_acks_and_heals() {
     kill_9(&mut server);
     let _server = start(&dir, "fulldisk-restarted", &cfg);
     for &(i, ip) in &acked {
-        assert_eq!(relay.reboot(i, ip), Some((MessageType::Ack, ip)), "client {i}");
+        assert_eq!(
+            relay.reboot(i, ip),
+            Some((MessageType::Ack, ip)),
+            "client {i}"
+        );
     }
 }

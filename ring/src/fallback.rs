@@ -10,7 +10,7 @@ use std::{
 
 use crate::{
     socket::{self, SendScratch, RECV_CONTROL_LEN, SOCKADDR_IN_LEN},
-    Backend, DatagramIo, Received, RingParams, SendQueue, SendReport,
+    Backend, DatagramIo, Received, RingParams, SendQueue, SendReport, SyncState,
 };
 
 /// Datagrams taken from one socket per recvmmsg call.
@@ -122,6 +122,8 @@ pub(crate) struct FallbackIo {
     truncated: u64,
     /// Socket to read first next time, so one busy socket cannot starve the others.
     next_first: usize,
+    /// The result of the last `start_sync` group, until `sync_state` takes it.
+    sync_result: Option<io::Result<()>>,
 }
 
 impl FallbackIo {
@@ -144,6 +146,7 @@ impl FallbackIo {
             send: SendScratch::default(),
             truncated: 0,
             next_first: 0,
+            sync_result: None,
         })
     }
 
@@ -253,9 +256,14 @@ impl DatagramIo for FallbackIo {
         let deadline = Instant::now().checked_add(timeout);
         let n = self.sockets.len();
         loop {
-            let remaining = deadline
-                .map_or(MAX_WAIT, |d| d.saturating_duration_since(Instant::now()))
-                .min(MAX_WAIT);
+            // A finished sync group whose result is waiting to be taken ends the wait (see the trait).
+            let remaining = if self.sync_result.is_some() {
+                Duration::ZERO
+            } else {
+                deadline
+                    .map_or(MAX_WAIT, |d| d.saturating_duration_since(Instant::now()))
+                    .min(MAX_WAIT)
+            };
             match Self::poll(&mut self.pollfds, remaining) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(0),
@@ -332,19 +340,47 @@ impl DatagramIo for FallbackIo {
     }
 
     fn sync_data(&mut self, fd: RawFd) -> io::Result<()> {
-        loop {
-            // SAFETY: fdatasync takes any integer; a bad fd yields EBADF.
-            if unsafe { libc::fdatasync(fd) } == 0 {
-                return Ok(());
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
+        fdatasync(fd)
+    }
+
+    /// Blocking: runs every fdatasync now (all of them, even after a failure) and keeps the first error.
+    fn start_sync(&mut self, fds: &[RawFd]) -> io::Result<()> {
+        if self.sync_result.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "the previous sync group's result has not been taken (sync_state)",
+            ));
+        }
+        let mut result = Ok(());
+        for &fd in fds {
+            let r = fdatasync(fd);
+            if result.is_ok() {
+                result = r;
             }
         }
+        self.sync_result = Some(result);
+        Ok(())
+    }
+
+    fn sync_state(&mut self) -> Option<SyncState> {
+        self.sync_result.take().map(SyncState::Done)
     }
 
     fn truncated(&self) -> u64 {
         self.truncated
+    }
+}
+
+/// fdatasync(fd), retried on EINTR.
+fn fdatasync(fd: RawFd) -> io::Result<()> {
+    loop {
+        // SAFETY: fdatasync takes any integer; a bad fd yields EBADF.
+        if unsafe { libc::fdatasync(fd) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
     }
 }

@@ -139,6 +139,16 @@ pub enum BackendChoice {
     Fallback,
 }
 
+/// The state of a [`DatagramIo::start_sync`] group, as reported by [`DatagramIo::sync_state`].
+#[derive(Debug)]
+pub enum SyncState {
+    /// At least one fdatasync of the group has not completed yet.
+    InFlight,
+    /// Every fdatasync of the group completed: Ok, or the error of the first fd (in the order given to `start_sync`)
+    /// whose sync failed.
+    Done(io::Result<()>),
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SendReport {
     pub sent: usize,
@@ -152,6 +162,11 @@ pub trait DatagramIo: Send {
     /// Waits up to `timeout` for datagrams on any of the worker's sockets and calls `on_datagram` for each
     /// (at most `max` per call). Returns how many were delivered; Ok(0) on timeout. A datagram that was truncated
     /// (larger than the buffer) is skipped and counted in `truncated()`. EINTR → Ok(0).
+    ///
+    /// A finished sync group (see [`start_sync`](Self::start_sync)) ends the wait: when the group completes during
+    /// the call, or has completed and its result was not yet taken with [`sync_state`](Self::sync_state), the call
+    /// returns with what it has (possibly Ok(0)) instead of waiting for the rest of `timeout`. So a caller that
+    /// loops on recv_batch must take the result with `sync_state` (or it spins).
     fn recv_batch(
         &mut self,
         max: usize,
@@ -160,8 +175,27 @@ pub trait DatagramIo: Send {
     ) -> io::Result<usize>;
     /// Sends every queued datagram (io_uring: one submit for the whole batch), clears the queue.
     fn send_batch(&mut self, queue: &mut SendQueue) -> io::Result<SendReport>;
-    /// fdatasync(fd). io_uring: an IORING_OP_FSYNC with DATASYNC through the same ring.
+    /// fdatasync(fd), blocking until it completes. io_uring: an IORING_OP_FSYNC with DATASYNC through the same ring.
+    /// Independent of a [`start_sync`](Self::start_sync) group in flight: that group keeps running and its result is
+    /// still reported once by [`sync_state`](Self::sync_state).
     fn sync_data(&mut self, fd: RawFd) -> io::Result<()>;
+    /// Starts a data sync (fdatasync) of every fd in `fds` without waiting. At most one sync "group" exists per
+    /// DatagramIo: calling this while one is in flight, or while a finished group's result has not been taken by
+    /// [`sync_state`](Self::sync_state) yet (so that no sync error is silently dropped), fails with
+    /// io::ErrorKind::WouldBlock and starts nothing — the caller waits for `sync_state()` to report Done first.
+    /// The fds must stay open until the group completes (the caller guarantees it). An empty `fds` makes a group
+    /// that is Done(Ok) at once.
+    ///
+    /// io_uring: one IORING_OP_FSYNC (DATASYNC) per fd, submitted before returning; the kernel runs them on its
+    /// io-wq threads and their completions are picked up by whatever enters the ring next (`recv_batch`, which
+    /// returns early when the group completes, `send_batch`, `sync_data`, `sync_state`). Fallback: the fdatasyncs run
+    /// right here, synchronously (this call blocks), and `sync_state` then reports Done.
+    fn start_sync(&mut self, fds: &[RawFd]) -> io::Result<()>;
+    /// The state of the sync group, without blocking: None when no group was started or its result was already
+    /// taken; Some(SyncState::InFlight) while running; Some(SyncState::Done(result)) once every fdatasync of the
+    /// group completed (result: the first error, if any) — returned ONCE, after which it reports None (and a new group
+    /// may be started).
+    fn sync_state(&mut self) -> Option<SyncState>;
     /// Datagrams dropped because they did not fit a receive buffer.
     fn truncated(&self) -> u64;
     /// How many times the receive buffer ring ran dry (io_uring ENOBUFS; the multishot receive was re-armed and

@@ -1,5 +1,6 @@
 //! The io_uring backend: one multishot IORING_OP_RECVMSG per socket selecting buffers from one provided buffer ring
-//! per worker, sends as a batch of IORING_OP_SENDMSG under one submit, fdatasync as IORING_OP_FSYNC.
+//! per worker, sends as a batch of IORING_OP_SENDMSG under one submit, fdatasync as IORING_OP_FSYNC (blocking:
+//! `sync_data`; or a non-blocking group: `start_sync`/`sync_state`, whose completions any later enter picks up).
 //!
 //! Completions are first moved from the CQ into `stash` (a small record each) and handled from there, so a send or
 //! fsync waiting for its own completion never loses receive completions that arrive meanwhile. The stash is bounded:
@@ -18,7 +19,7 @@ use io_uring::{cqueue, opcode, types, IoUring, Probe};
 use crate::{
     bufring::BufRing,
     socket::{self, SendScratch, RECV_CONTROL_LEN, SOCKADDR_IN_LEN},
-    Backend, DatagramIo, Received, RingParams, SendQueue, SendReport, MIN_BUFFER_SIZE,
+    Backend, DatagramIo, Received, RingParams, SendQueue, SendReport, SyncState, MIN_BUFFER_SIZE,
 };
 
 /// user_data layout: kind in the high 32 bits, index (socket or queue entry) in the low 32 bits.
@@ -26,6 +27,8 @@ const UD_RECV: u64 = 1 << 32;
 const UD_SEND: u64 = 2 << 32;
 const UD_FSYNC: u64 = 3 << 32;
 const UD_CANCEL: u64 = 4 << 32;
+/// An fsync of the `start_sync` group; the index is the fd's position in the group.
+const UD_SYNC_GROUP: u64 = 5 << 32;
 const UD_KIND_MASK: u64 = !0xffff_ffff;
 const UD_INDEX_MASK: u64 = 0xffff_ffff;
 
@@ -37,6 +40,9 @@ const MAX_CQ_ENTRIES: u32 = 65_536;
 const MAX_WAIT: Duration = Duration::from_secs(3600);
 /// How long teardown waits for cancelled receives before it leaks the buffers instead of unmapping them.
 const DROP_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long teardown waits for a sync group in flight (an fsync cannot be cancelled once it runs). Past it the ring is
+/// closed anyway: the kernel finishes the fsyncs while it tears the ring down (they reference no memory of ours).
+const DROP_SYNC_TIMEOUT: Duration = Duration::from_secs(5);
 /// Consecutive non-transient io_uring_enter failures tolerated while sends or an fsync are in flight. Their memory
 /// belongs to the caller, so we cannot return before they complete; past this bound the process aborts.
 const MAX_ENTER_ERRORS: u32 = 1000;
@@ -58,6 +64,20 @@ struct MsgTemplate(Box<libc::msghdr>);
 // SAFETY: the msghdr holds only null pointers and lengths; nothing in it is tied to a thread.
 unsafe impl Send for MsgTemplate {}
 
+/// The `start_sync` group.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum SyncGroup {
+    #[default]
+    Idle,
+    /// `pending` fsyncs have not completed; `error`: (position in the group, errno) of the first failure so far.
+    InFlight {
+        pending: usize,
+        error: Option<(u32, i32)>,
+    },
+    /// Every fsync completed (Some(errno): the first failure); kept until `sync_state` takes it.
+    Done(Option<i32>),
+}
+
 /// What completions told us, filled by `reap`.
 #[derive(Default)]
 struct Completions {
@@ -65,6 +85,7 @@ struct Completions {
     sends_in_flight: usize,
     send_report: SendReport,
     fsync: Option<i32>,
+    sync: SyncGroup,
 }
 
 impl Completions {
@@ -84,7 +105,25 @@ impl Completions {
                 }
             }
             UD_FSYNC => self.fsync = Some(c.result),
+            UD_SYNC_GROUP => self.sync_completed(c),
             _ => {} // UD_CANCEL: the cancelled receive reports itself.
+        }
+    }
+
+    fn sync_completed(&mut self, c: Cqe) {
+        let SyncGroup::InFlight { pending, error } = &mut self.sync else {
+            // Cannot happen: a group is never abandoned while fsyncs of it are in flight.
+            tracing::warn!("fsync completion without a sync group in flight");
+            return;
+        };
+        let index = (c.user_data & UD_INDEX_MASK) as u32;
+        if c.result < 0 && error.is_none_or(|(first, _)| index < first) {
+            *error = Some((index, -c.result));
+        }
+        *pending -= 1;
+        if *pending == 0 {
+            let first = error.map(|(_, errno)| errno);
+            self.sync = SyncGroup::Done(first);
         }
     }
 }
@@ -423,6 +462,12 @@ impl DatagramIo for UringIo {
                 self.flush()?;
                 return Err(io::Error::from_raw_os_error(e));
             }
+            if matches!(self.done.sync, SyncGroup::Done(_)) {
+                // The sync group completed (during this wait or before it, result not taken yet): the caller has
+                // replies to release, do not sleep.
+                self.flush()?;
+                return Ok(0);
+            }
             let remaining = deadline
                 .map_or(MAX_WAIT, |d| d.saturating_duration_since(Instant::now()))
                 .min(MAX_WAIT);
@@ -517,6 +562,86 @@ impl DatagramIo for UringIo {
         }
     }
 
+    fn start_sync(&mut self, fds: &[RawFd]) -> io::Result<()> {
+        match self.done.sync {
+            SyncGroup::Idle => {}
+            SyncGroup::InFlight { .. } => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "a sync group is already in flight",
+                ))
+            }
+            SyncGroup::Done(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "the previous sync group's result has not been taken (sync_state)",
+                ))
+            }
+        }
+        if fds.is_empty() {
+            self.done.sync = SyncGroup::Done(None);
+            return Ok(());
+        }
+        // Nothing reaps while the SQEs are queued (push only submits), so `pending` only grows here.
+        let mut pending = 0;
+        let mut error = None;
+        for (i, &fd) in fds.iter().enumerate() {
+            let sqe = opcode::Fsync::new(types::Fd(fd))
+                .flags(types::FsyncFlags::DATASYNC)
+                .build()
+                .user_data(UD_SYNC_GROUP | i as u64);
+            // SAFETY: an fsync references no memory of ours (the caller keeps the fd open until the group is done;
+            // the kernel holds its own reference to the file meanwhile anyway).
+            match unsafe { self.push(&sqe) } {
+                Ok(()) => pending += 1,
+                Err(e) if pending == 0 => return Err(e),
+                Err(e) => {
+                    // Some fsyncs are already with the kernel: keep the group, it fails with this error.
+                    error = Some((i as u32, e.raw_os_error().unwrap_or(libc::EIO)));
+                    break;
+                }
+            }
+        }
+        self.done.sync = SyncGroup::InFlight { pending, error };
+        // Hand them to the kernel now (fsync is always punted to io-wq: this does not block). Should the enter fail,
+        // the SQEs stay queued and go with the next one.
+        if let Err(e) = self.flush() {
+            tracing::warn!("submitting the sync group failed, retried on the next enter: {e}");
+        }
+        Ok(())
+    }
+
+    fn sync_state(&mut self) -> Option<SyncState> {
+        if matches!(self.done.sync, SyncGroup::InFlight { .. }) {
+            self.reap();
+            let enter = {
+                let sq = self.ring.submission();
+                // Queued SQEs, completion work waiting for us (COOP_TASKRUN) or overflowed completions: only an enter
+                // moves them along (it never waits here).
+                !sq.is_empty() || sq.taskrun() || sq.cq_overflow()
+            };
+            if enter && matches!(self.done.sync, SyncGroup::InFlight { .. }) {
+                if let Err(e) = self.ring.submit() {
+                    if !transient(&e) {
+                        tracing::debug!("io_uring_enter in sync_state: {e}");
+                    }
+                }
+                self.reap();
+            }
+        }
+        match self.done.sync {
+            SyncGroup::Idle => None,
+            SyncGroup::InFlight { .. } => Some(SyncState::InFlight),
+            SyncGroup::Done(errno) => {
+                self.done.sync = SyncGroup::Idle;
+                Some(SyncState::Done(match errno {
+                    None => Ok(()),
+                    Some(e) => Err(io::Error::from_raw_os_error(e)),
+                }))
+            }
+        }
+    }
+
     fn truncated(&self) -> u64 {
         self.truncated
     }
@@ -529,7 +654,9 @@ impl DatagramIo for UringIo {
 impl Drop for UringIo {
     fn drop(&mut self) {
         // Cancel the receives and wait until each has posted its final completion: only then is no buffer written.
+        // Wait for a sync group in flight too (bounded).
         let deadline = Instant::now() + DROP_DRAIN_TIMEOUT;
+        let sync_deadline = Instant::now() + DROP_SYNC_TIMEOUT;
         for i in 0..self.sockets.len() {
             if self.armed[i] {
                 let sqe = opcode::AsyncCancel::new(UD_RECV | i as u64)
@@ -541,20 +668,31 @@ impl Drop for UringIo {
                 }
             }
         }
-        while self.armed.iter().any(|&a| a) {
+        loop {
             self.reap();
             while let Some(c) = self.done.stash.pop_front() {
                 self.handle_recv(c, None);
             }
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if !self.armed.iter().any(|&a| a) || remaining.is_zero() {
-                break;
-            }
-            let ts = types::Timespec::from(remaining);
+            let now = Instant::now();
+            let recv_busy = self.armed.iter().any(|&a| a) && now < deadline;
+            let sync_busy =
+                matches!(self.done.sync, SyncGroup::InFlight { .. }) && now < sync_deadline;
+            let until = match (recv_busy, sync_busy) {
+                (false, false) => break,
+                (true, false) => deadline,
+                (false, true) => sync_deadline,
+                (true, true) => deadline.min(sync_deadline),
+            };
+            let ts = types::Timespec::from(until.saturating_duration_since(now));
             let _ = self
                 .ring
                 .submitter()
                 .submit_with_args(1, &types::SubmitArgs::new().timespec(&ts));
+        }
+        if matches!(self.done.sync, SyncGroup::InFlight { .. }) {
+            tracing::warn!(
+                "a sync group was still in flight after {DROP_SYNC_TIMEOUT:?} at teardown; the kernel finishes it"
+            );
         }
         let bufs = self.bufs.take().expect("buffer ring present until drop");
         if self.armed.iter().any(|&a| a) {
@@ -677,8 +815,30 @@ mod tests {
     }
 
     #[test]
+    fn sync_group_reports_the_first_fd_error_once_all_completed() {
+        let mut done = Completions {
+            sync: SyncGroup::InFlight {
+                pending: 3,
+                error: None,
+            },
+            ..Completions::default()
+        };
+        let cqe = |index: u64, result| Cqe {
+            user_data: UD_SYNC_GROUP | index,
+            result,
+            flags: 0,
+        };
+        done.take(cqe(2, -libc::EIO));
+        done.take(cqe(0, 0));
+        assert!(matches!(done.sync, SyncGroup::InFlight { pending: 1, .. }));
+        done.take(cqe(1, -libc::EBADF));
+        assert_eq!(done.sync, SyncGroup::Done(Some(libc::EBADF)));
+        assert!(done.stash.is_empty());
+    }
+
+    #[test]
     fn user_data_kinds_do_not_overlap() {
-        for kind in [UD_RECV, UD_SEND, UD_FSYNC, UD_CANCEL] {
+        for kind in [UD_RECV, UD_SEND, UD_FSYNC, UD_CANCEL, UD_SYNC_GROUP] {
             assert_eq!(kind & UD_INDEX_MASK, 0);
             assert_eq!((kind | UD_INDEX_MASK) & UD_KIND_MASK, kind);
         }

@@ -5,13 +5,14 @@ use std::{
     collections::{BTreeSet, HashMap},
     io::Write,
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
-    os::fd::AsRawFd,
+    os::fd::{AsRawFd, RawFd},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
 use ringlease_ring::{
     open_groups, open_io, steering_index, Backend, BackendChoice, DatagramIo, GroupConfig,
-    RingParams, SendQueue, Steering, CHADDR_OFFSET,
+    RingParams, SendQueue, Steering, SyncState, CHADDR_OFFSET,
 };
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -267,6 +268,211 @@ fn sync_data_on_temp_file(choice: BackendChoice) {
     std::fs::remove_file(&path).unwrap();
 }
 
+/// A temp file holding `bytes` unsynced bytes, removed on drop.
+struct TempFile {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl TempFile {
+    fn new(tag: &str, choice: BackendChoice, bytes: usize) -> TempFile {
+        let path = std::env::temp_dir().join(format!(
+            "ringlease-ring-{tag}-{}-{choice:?}",
+            std::process::id()
+        ));
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0x5au8; 64 * 1024];
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            file.write_all(&chunk[..n]).unwrap();
+            left -= n;
+        }
+        TempFile { file, path }
+    }
+
+    fn fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Polls sync_state (no other call enters the kernel) until the group is Done; returns its result.
+fn wait_sync(io: &mut dyn DatagramIo) -> std::io::Result<()> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match io.sync_state() {
+            Some(SyncState::Done(r)) => return r,
+            Some(SyncState::InFlight) => {
+                assert!(Instant::now() < deadline, "sync group never completed");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            None => panic!("no sync group"),
+        }
+    }
+}
+
+fn assert_would_block(r: std::io::Result<()>) {
+    let e = r.expect_err("a second sync group must be refused");
+    assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}");
+}
+
+fn sync_group_on_two_files(choice: BackendChoice) {
+    let (mut ios, _) = open_workers(choice, 1, 1, small_params());
+    let io = &mut *ios[0];
+    assert!(io.sync_state().is_none(), "no group started yet");
+    let a = TempFile::new("group-a", choice, 256 * 1024);
+    let b = TempFile::new("group-b", choice, 4096);
+    io.start_sync(&[a.fd(), b.fd()]).unwrap();
+    // In flight (io_uring) or finished but not taken (both): a second group is refused and changes nothing.
+    assert_would_block(io.start_sync(&[a.fd()]));
+    wait_sync(io).unwrap();
+    assert!(io.sync_state().is_none(), "Done is reported once");
+    assert!(io.sync_state().is_none());
+    // Once taken, the next group starts; an empty group is Done at once.
+    io.start_sync(&[b.fd()]).unwrap();
+    wait_sync(io).unwrap();
+    io.start_sync(&[]).unwrap();
+    assert!(matches!(io.sync_state(), Some(SyncState::Done(Ok(())))));
+    assert!(io.sync_state().is_none());
+}
+
+fn sync_group_bad_fd(choice: BackendChoice) {
+    let (mut ios, _) = open_workers(choice, 1, 1, small_params());
+    let io = &mut *ios[0];
+    io.start_sync(&[-1]).unwrap();
+    let e = wait_sync(io).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EBADF));
+    assert!(io.sync_state().is_none());
+    // One bad fd among good ones: the others are synced, the group reports the error.
+    let a = TempFile::new("badfd-a", choice, 4096);
+    let b = TempFile::new("badfd-b", choice, 4096);
+    io.start_sync(&[a.fd(), -1, b.fd()]).unwrap();
+    let e = wait_sync(io).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EBADF));
+    assert!(io.sync_state().is_none());
+}
+
+fn recv_returns_when_sync_group_completes(choice: BackendChoice) {
+    let (mut ios, _) = open_workers(choice, 1, 1, small_params());
+    let io = &mut *ios[0];
+    io.recv_batch(1, Duration::ZERO, &mut |_| {}).unwrap();
+    let f = TempFile::new("early", choice, 1 << 20);
+    io.start_sync(&[f.fd()]).unwrap();
+    let t = Instant::now();
+    let n = io
+        .recv_batch(16, Duration::from_secs(5), &mut |_| {
+            panic!("no datagram expected")
+        })
+        .unwrap();
+    assert_eq!(n, 0);
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "recv_batch slept through the sync completion ({:?})",
+        t.elapsed()
+    );
+    // It returned because the group is done, not because of a timeout.
+    assert!(matches!(io.sync_state(), Some(SyncState::Done(Ok(())))));
+    assert!(io.sync_state().is_none());
+    // With the result taken, recv_batch waits out its timeout again.
+    let t = Instant::now();
+    let n = io
+        .recv_batch(16, Duration::from_millis(60), &mut |_| {
+            panic!("no datagram expected")
+        })
+        .unwrap();
+    assert_eq!(n, 0);
+    assert!(t.elapsed() >= Duration::from_millis(50));
+}
+
+fn datagrams_during_sync_group_none_lost(choice: BackendChoice) {
+    const N: u32 = 150;
+    let (mut ios, addrs) = open_workers(choice, 1, 1, small_params());
+    let io = &mut *ios[0];
+    io.recv_batch(1, Duration::ZERO, &mut |_| {}).unwrap();
+    let c = client();
+    let caddr = match c.local_addr().unwrap() {
+        std::net::SocketAddr::V4(a) => a,
+        _ => unreachable!(),
+    };
+    let f = TempFile::new("pipelined", choice, 8 << 20);
+    io.start_sync(&[f.fd()]).unwrap();
+    for i in 0..N {
+        c.send_to(&i.to_be_bytes(), addrs[0]).unwrap();
+    }
+    // Replies go out while the group may still be in flight.
+    let mut q = SendQueue::new(32);
+    for i in 0u8..32 {
+        assert!(q.push(0, caddr, None, |b| {
+            b[0] = i;
+            1
+        }));
+    }
+    let r = io.send_batch(&mut q).unwrap();
+    assert_eq!((r.sent, r.failed), (32, 0));
+    let mut buf = [0u8; 16];
+    let mut replies = BTreeSet::new();
+    for _ in 0..32 {
+        let (n, _) = c.recv_from(&mut buf).unwrap();
+        assert_eq!(n, 1);
+        replies.insert(buf[0]);
+    }
+    assert_eq!(replies.len(), 32);
+    // Every datagram arrives through later recv_batch calls; the group's result is reported exactly once.
+    let mut seen = BTreeSet::new();
+    let mut results = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while (seen.len() < N as usize || results.is_empty()) && Instant::now() < deadline {
+        io.recv_batch(16, Duration::from_millis(100), &mut |r| {
+            assert!(seen.insert(u32::from_be_bytes(r.data.try_into().unwrap())));
+        })
+        .unwrap();
+        match io.sync_state() {
+            Some(SyncState::Done(r)) => results.push(r),
+            Some(SyncState::InFlight) => assert!(results.is_empty()),
+            None => assert_eq!(results.len(), 1, "group vanished without a result"),
+        }
+    }
+    assert_eq!(seen.len(), N as usize, "lost datagrams");
+    assert_eq!(results.len(), 1);
+    results.pop().unwrap().unwrap();
+    assert!(io.sync_state().is_none());
+}
+
+fn sync_data_while_group_in_flight(choice: BackendChoice) {
+    let (mut ios, _) = open_workers(choice, 1, 1, small_params());
+    let io = &mut *ios[0];
+    let a = TempFile::new("both-a", choice, 4 << 20);
+    let b = TempFile::new("both-b", choice, 4096);
+    io.start_sync(&[a.fd()]).unwrap();
+    io.sync_data(b.fd()).unwrap();
+    let e = io.sync_data(-1).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EBADF));
+    // The blocking syncs neither took nor disturbed the group's result.
+    wait_sync(io).unwrap();
+    assert!(io.sync_state().is_none());
+}
+
+fn drop_with_sync_group_in_flight(choice: BackendChoice) {
+    let (mut ios, addrs) = open_workers(choice, 1, 1, small_params());
+    let mut io = ios.pop().unwrap();
+    io.recv_batch(1, Duration::ZERO, &mut |_| {}).unwrap();
+    let f = TempFile::new("drop", choice, 8 << 20);
+    io.start_sync(&[f.fd()]).unwrap();
+    client().send_to(b"pending", addrs[0]).unwrap();
+    let t = Instant::now();
+    drop(io);
+    assert!(t.elapsed() < Duration::from_secs(10), "drop hung");
+    // The group's fsync finished before the ring was gone (or the kernel finished it): the data is on disk either
+    // way, and the fd is still ours to use.
+    f.file.sync_data().unwrap();
+}
+
 fn two_addresses_report_socket_index(choice: BackendChoice) {
     let (mut ios, addrs) = open_workers(choice, 1, 2, small_params());
     let io = &mut *ios[0];
@@ -447,6 +653,30 @@ macro_rules! backend_tests {
             #[test]
             fn sync_data_on_temp_file() {
                 super::sync_data_on_temp_file($choice);
+            }
+            #[test]
+            fn sync_group_on_two_files() {
+                super::sync_group_on_two_files($choice);
+            }
+            #[test]
+            fn sync_group_bad_fd() {
+                super::sync_group_bad_fd($choice);
+            }
+            #[test]
+            fn recv_returns_when_sync_group_completes() {
+                super::recv_returns_when_sync_group_completes($choice);
+            }
+            #[test]
+            fn datagrams_during_sync_group_none_lost() {
+                super::datagrams_during_sync_group_none_lost($choice);
+            }
+            #[test]
+            fn sync_data_while_group_in_flight() {
+                super::sync_data_while_group_in_flight($choice);
+            }
+            #[test]
+            fn drop_with_sync_group_in_flight() {
+                super::drop_with_sync_group_in_flight($choice);
             }
             #[test]
             fn two_addresses_report_socket_index() {

@@ -43,7 +43,7 @@ use parking_lot::Mutex;
 pub use compact::SnapshotStep;
 pub use record::{Binding, BindingRef, FileKind};
 pub use replay::{verify, ReplayReport, Replayed};
-pub use segment::LogWriter;
+pub use segment::{LogWriter, SyncPoint};
 
 /// Sizes of the log.
 #[derive(Clone, Copy, Debug)]

@@ -109,12 +109,28 @@ struct Segment {
     /// Where the next record goes. Invariant: `HEADER_LEN <= pos <= map.len()`, a multiple of 8;
     /// everything from `pos` on is zero.
     pos: usize,
+    /// Everything before this offset is durable (a completed data sync covered it).
+    /// Invariant: `HEADER_LEN <= synced_pos <= pos` (the header is synced when created).
+    synced_pos: usize,
 }
 
 impl Segment {
     fn has_records(&self) -> bool {
         self.pos > record::HEADER_LEN
     }
+
+    fn is_unsynced(&self) -> bool {
+        self.pos > self.synced_pos
+    }
+}
+
+/// What a data sync started now will cover: each unsynced segment of a writer up to its current
+/// end. Records appended after the point was taken are not covered, even if the sync happens
+/// to write them, so a writer may keep appending while the sync is in flight.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncPoint {
+    /// (segment number, offset up to which it will be durable).
+    upto: Vec<(u64, usize)>,
 }
 
 /// Creates, preallocates, heads and maps a new segment; the header and the directory entry are
@@ -166,6 +182,7 @@ fn create_segment(shared: &Shared) -> Result<Segment, LogError> {
         file,
         map,
         pos: record::HEADER_LEN,
+        synced_pos: record::HEADER_LEN,
     })
 }
 
@@ -174,10 +191,8 @@ pub struct LogWriter {
     shared: Arc<Shared>,
     /// `None` only after a roll failed (full disk); the next append retries.
     active: Option<Segment>,
-    /// The active segment has records that no completed sync covers.
-    active_unsynced: bool,
-    /// Segments sealed since the last `synced()` that still need their sync (normally none,
-    /// one after a roll).
+    /// Sealed segments with records no completed sync covers yet (normally none, one after a
+    /// roll). Kept mapped and open until they are durable.
     sealed_unsynced: Vec<Segment>,
 }
 
@@ -187,7 +202,6 @@ impl LogWriter {
         Ok(LogWriter {
             shared,
             active: Some(active),
-            active_unsynced: false,
             sealed_unsynced: Vec::with_capacity(2),
         })
     }
@@ -219,7 +233,6 @@ impl LogWriter {
         let written = record::encode_into(&mut seg.map[seg.pos..], b);
         debug_assert_eq!(written, len);
         seg.pos += len;
-        self.active_unsynced = true;
         Ok(())
     }
 
@@ -228,45 +241,75 @@ impl LogWriter {
     fn roll(&mut self) -> Result<(), LogError> {
         if let Some(old) = self.active.take() {
             self.shared.seal(old.number, old.map.len() as u64);
-            if self.active_unsynced {
+            if old.is_unsynced() {
                 self.sealed_unsynced.push(old);
             }
-            self.active_unsynced = false;
         }
         self.active = Some(create_segment(&self.shared)?);
         Ok(())
     }
 
-    /// The fds that need a data sync (`fdatasync`) for everything appended since the last
-    /// [`LogWriter::synced`]: normally one, two if the writer rolled in between. (On Linux a
-    /// data sync of the fd also writes the pages dirtied through the map; no `msync` needed.)
+    fn unsynced(&self) -> impl Iterator<Item = &Segment> + '_ {
+        let active = self.active.as_ref().filter(|seg| seg.is_unsynced());
+        self.sealed_unsynced.iter().chain(active)
+    }
+
+    /// The fds that need a data sync (`fdatasync`) for everything appended so far and not yet
+    /// durable: normally one, two if the writer rolled. (On Linux a data sync of the fd also
+    /// writes the pages dirtied through the map; no `msync` needed.)
     pub fn unsynced_fds(&self) -> impl Iterator<Item = RawFd> + '_ {
-        let active = self.active.as_ref().filter(|_| self.active_unsynced);
-        self.sealed_unsynced
-            .iter()
-            .chain(active)
-            .map(|seg| seg.file.as_raw_fd())
+        self.unsynced().map(|seg| seg.file.as_raw_fd())
+    }
+
+    /// What a sync of [`LogWriter::unsynced_fds`] started now covers; hand it to
+    /// [`LogWriter::synced_to`] when every one of those syncs completed.
+    pub fn sync_point(&self) -> SyncPoint {
+        SyncPoint {
+            upto: self.unsynced().map(|seg| (seg.number, seg.pos)).collect(),
+        }
+    }
+
+    /// Records that the syncs started at `point` completed: what was appended before it is
+    /// durable. Sealed segments that are wholly durable are unmapped and closed.
+    pub fn synced_to(&mut self, point: &SyncPoint) {
+        for &(number, pos) in &point.upto {
+            let seg = self
+                .sealed_unsynced
+                .iter_mut()
+                .chain(self.active.as_mut())
+                .find(|seg| seg.number == number);
+            if let Some(seg) = seg {
+                debug_assert!(pos <= seg.pos);
+                seg.synced_pos = seg.synced_pos.max(pos);
+            }
+        }
+        self.sealed_unsynced.retain(Segment::is_unsynced);
     }
 
     /// Tells the writer that syncs of all [`LogWriter::unsynced_fds`] completed, and no append
-    /// happened since they were taken. Unmaps and closes sealed segments.
+    /// happened since they were taken.
     pub fn synced(&mut self) {
-        self.sealed_unsynced.clear();
-        self.active_unsynced = false;
+        let point = self.sync_point();
+        self.synced_to(&point);
     }
 
     /// A plain `fdatasync` of every unsynced fd, then [`LogWriter::synced`]: for tools, tests
     /// and the fallback path.
     pub fn sync(&mut self) -> Result<(), LogError> {
-        let active = self.active.as_ref().filter(|_| self.active_unsynced);
-        for seg in self.sealed_unsynced.iter().chain(active) {
+        let point = self.sync_point();
+        for seg in self.unsynced() {
             seg.file.sync_data().map_err(|e| {
                 self.shared
                     .err(&segment_path(&self.shared.dir, seg.number), e)
             })?;
         }
-        self.synced();
+        self.synced_to(&point);
         Ok(())
+    }
+
+    /// The log directory (for error messages).
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
     }
 
     /// The number of the active segment, if any (for tests and tools).

@@ -536,9 +536,10 @@ impl LeaseTable {
             }
             let expires_s = now_s + u64::from(lease_s);
             let seq = self.next_seq();
-            let since_s = shard.slots.get(&ip_u32).map_or(now_s, |s| {
-                s.since_for(client, LeaseState::Bound, now_s)
-            });
+            let since_s = shard
+                .slots
+                .get(&ip_u32)
+                .map_or(now_s, |s| s.since_for(client, LeaseState::Bound, now_s));
             let change = Change {
                 seq,
                 ip,

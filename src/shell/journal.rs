@@ -12,6 +12,8 @@ const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// it once (and once more when storage recovers) instead of once per packet.
 pub struct LogJournal {
     writer: LogWriter,
+    /// Records appended so far: a change of this count tells a reply that promises a lease.
+    appended: u64,
     failing_since: Option<Instant>,
     last_logged: Option<Instant>,
 }
@@ -20,6 +22,7 @@ impl LogJournal {
     pub fn new(writer: LogWriter) -> Self {
         LogJournal {
             writer,
+            appended: 0,
             failing_since: None,
             last_logged: None,
         }
@@ -27,6 +30,18 @@ impl LogJournal {
 
     pub fn writer(&mut self) -> &mut LogWriter {
         &mut self.writer
+    }
+
+    pub fn appended(&self) -> u64 {
+        self.appended
+    }
+
+    /// A data sync of the log failed.
+    pub fn sync_failed(&mut self, error: std::io::Error) {
+        self.failed(&LogError::Io {
+            path: self.writer.dir().to_path_buf(),
+            source: error,
+        });
     }
 
     /// Logs a storage error, at most once per [`ERROR_LOG_INTERVAL`].
@@ -72,7 +87,10 @@ impl Journal for LogJournal {
             hostname: &[],
         };
         match self.writer.append(&binding) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.appended += 1;
+                Ok(())
+            }
             Err(e) => {
                 self.failed(&e);
                 Err(StorageUnavailable)

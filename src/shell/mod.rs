@@ -109,8 +109,8 @@ fn replay_lease_log(config: &Config, server: &Server) -> Result<LeaseLog, String
         compact_at_bytes: config.server.log_compact_bytes,
     };
     let started = Instant::now();
-    let (log, replayed) = LeaseLog::open(dir, options)
-        .map_err(|e| format!("lease log {}: {e}", dir.display()))?;
+    let (log, replayed) =
+        LeaseLog::open(dir, options).map_err(|e| format!("lease log {}: {e}", dir.display()))?;
     let mut outside = 0usize;
     for b in &replayed.bindings {
         if !server.leases.restore(&server.subnets, &change_of(b)) {
@@ -131,7 +131,9 @@ fn replay_lease_log(config: &Config, server: &Server) -> Result<LeaseLog, String
         );
     }
     if outside > 0 {
-        tracing::warn!("lease log: {outside} bindings are outside every configured subnet and were ignored");
+        tracing::warn!(
+            "lease log: {outside} bindings are outside every configured subnet and were ignored"
+        );
     }
     tracing::info!(
         dir = %dir.display(),
