@@ -52,12 +52,25 @@ pub struct ServerConfig {
     pub send_buffer_bytes: Option<usize>,
 }
 
+/// Validated `[control]` and `[metrics]` settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OperationsConfig {
+    /// Unix socket of `ringlease ctl` (root-only by file mode).
+    pub control_socket: PathBuf,
+    /// Where the Prometheus endpoint listens; None turns it off.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
 /// The whole validated configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub server: ServerConfig,
     pub subnets: Subnets,
+    pub operations: OperationsConfig,
 }
+
+/// Default control socket path.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/ringlease/control.sock";
 
 /// A configuration problem: which key, and what is wrong with it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -118,6 +131,21 @@ mod raw {
         pub server: Server,
         #[serde(default)]
         pub subnet: Vec<Subnet>,
+        pub control: Option<Control>,
+        pub metrics: Option<Metrics>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Control {
+        pub socket: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Metrics {
+        /// "off" or an address:port.
+        pub listen: Option<String>,
     }
 
     #[derive(Deserialize)]
@@ -291,9 +319,28 @@ impl raw::Config {
             }
             subnets.push(subnet);
         }
+        let control_socket = PathBuf::from(
+            self.control
+                .and_then(|c| c.socket)
+                .unwrap_or_else(|| DEFAULT_CONTROL_SOCKET.into()),
+        );
+        let metrics_listen = match self.metrics.and_then(|m| m.listen) {
+            None => None,
+            Some(text) if text == "off" => None,
+            Some(text) => Some(text.parse().or_else(|_| {
+                err(
+                    "metrics.listen",
+                    format!("'{text}' is not an address:port like 127.0.0.1:9167, or \"off\""),
+                )
+            })?),
+        };
         Ok(Config {
             server,
             subnets: Subnets::new(subnets),
+            operations: OperationsConfig {
+                control_socket,
+                metrics_listen,
+            },
         })
     }
 }

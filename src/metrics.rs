@@ -1,14 +1,69 @@
-//! Per-worker counters and latency histograms. Each worker writes its own; they are merged when
-//! read, never on the hot path.
+//! Per-worker counters and latency histograms. Each worker counts into its own plain struct and
+//! publishes it into [`SharedMetrics`] every [`PUBLISH_INTERVAL`]; readers (status, the
+//! metrics endpoint, the shutdown summary) merge the published ones. Nothing on the hot path
+//! takes a lock.
+
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use parking_lot::Mutex;
 
 use crate::proto::wire::dhcp::MessageType;
 use crate::proto::wire::DropReason;
 
+/// How often a worker publishes what it counted.
+pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// What every worker published so far, one slot per worker.
+pub struct SharedMetrics {
+    workers: Vec<Mutex<WorkerMetrics>>,
+    started: Instant,
+}
+
+impl SharedMetrics {
+    pub fn new(workers: usize) -> Self {
+        SharedMetrics {
+            workers: (0..workers)
+                .map(|_| Mutex::new(WorkerMetrics::new()))
+                .collect(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Adds what a worker counted since its last publication.
+    pub fn publish(&self, worker: usize, delta: &WorkerMetrics) {
+        if let Some(slot) = self.workers.get(worker) {
+            slot.lock().merge(delta);
+        }
+    }
+
+    /// One worker's totals.
+    pub fn worker(&self, worker: usize) -> Option<WorkerMetrics> {
+        self.workers.get(worker).map(|slot| slot.lock().clone())
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// All workers' totals merged.
+    pub fn total(&self) -> WorkerMetrics {
+        let mut total = WorkerMetrics::new();
+        for slot in &self.workers {
+            total.merge(&slot.lock());
+        }
+        total
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
 /// Latencies are recorded in microseconds, up to a minute, with 3 significant digits.
 const LATENCY_MAX_US: u64 = 60_000_000;
 
+#[derive(Clone)]
 pub struct WorkerMetrics {
     pub received: u64,
     /// Indexed by DHCP message type (1..=8); 0 unused.
@@ -33,6 +88,17 @@ impl WorkerMetrics {
             latency_us: new_latency_histogram(),
             sync_us: new_latency_histogram(),
         }
+    }
+
+    /// Back to zero, keeping the histograms' allocations.
+    pub fn reset(&mut self) {
+        self.received = 0;
+        self.received_by_type = [0; 9];
+        self.sent_by_type = [0; 9];
+        self.send_failures = 0;
+        self.drops = [0; DropReason::COUNT];
+        self.latency_us.reset();
+        self.sync_us.reset();
     }
 
     pub fn count_drop(&mut self, reason: DropReason) {

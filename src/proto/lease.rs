@@ -639,6 +639,21 @@ impl LeaseTable {
         self.give_back(subnet, client, ip, LeaseState::Released, now_s, journal)
     }
 
+    /// An operator ends the lease on `ip`, whoever holds it (`ringlease ctl release`). Ok(false)
+    /// if no lease or offer is running on it.
+    pub fn release_ip(
+        &self,
+        subnet: &Subnet,
+        ip: Ipv4Addr,
+        now_s: u64,
+        journal: &mut dyn Journal,
+    ) -> Result<bool, StorageUnavailable> {
+        let Some(client) = self.get(subnet, ip).and_then(|lease| lease.client) else {
+            return Ok(false);
+        };
+        self.release(subnet, client.as_bytes(), ip, now_s, journal)
+    }
+
     /// DHCPDECLINE: the client found `ip` in use; set it aside for `hold_s` (RFC 2131 §4.3.3).
     /// Only the client that was given the address can decline it, so a stranger cannot take
     /// addresses out of service. Ok(false) if `ip` was not the client's.

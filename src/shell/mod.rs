@@ -18,7 +18,7 @@ use ringlease_ring::{
 
 use crate::config::{BackendSetting, Config};
 use crate::leaselog::{Binding, LeaseLog, LogOptions};
-use crate::metrics::WorkerMetrics;
+use crate::metrics::{SharedMetrics, WorkerMetrics};
 use crate::proto::lease::Change;
 use crate::proto::server::{Policy, Server};
 use journal::LogJournal;
@@ -27,9 +27,10 @@ use journal::LogJournal;
 pub struct Running {
     pub server: Arc<Server>,
     pub backend: Backend,
+    pub metrics: Arc<SharedMetrics>,
     log: Arc<LeaseLog>,
     stop: Arc<AtomicBool>,
-    workers: Vec<thread::JoinHandle<WorkerMetrics>>,
+    workers: Vec<thread::JoinHandle<()>>,
 }
 
 /// How often expired offers and leases are swept back into the free lists, and the lease log
@@ -62,6 +63,7 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Running, String> 
         BackendSetting::Fallback => BackendChoice::Fallback,
     };
     let ports: Vec<u16> = config.server.listen.iter().map(|a| a.port()).collect();
+    let metrics = Arc::new(SharedMetrics::new(cores.len()));
     let mut workers = Vec::with_capacity(cores.len());
     let mut backend = Backend::Fallback;
     for (index, (sockets, core)) in groups.into_iter().zip(cores.iter().copied()).enumerate() {
@@ -78,6 +80,8 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Running, String> 
             journal: LogJournal::new(writer),
             durability: config.server.durability,
             stop: stop.clone(),
+            index,
+            metrics: metrics.clone(),
         };
         let handle = thread::Builder::new()
             .name(format!("worker-{index}"))
@@ -95,6 +99,7 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Running, String> 
     Ok(Running {
         server,
         backend,
+        metrics,
         log,
         stop,
         workers,
@@ -172,17 +177,25 @@ impl Running {
         self.join()
     }
 
+    /// The lease log, for threads that need their own writer (the control interface).
+    pub fn log(&self) -> &Arc<LeaseLog> {
+        &self.log
+    }
+
+    /// The stop flag: setting it stops the server.
+    pub fn stop_flag(&self) -> &Arc<AtomicBool> {
+        &self.stop
+    }
+
     /// Stops the workers and returns their merged metrics.
     pub fn join(self) -> WorkerMetrics {
         self.stop.store(true, Ordering::Relaxed);
-        let mut total = WorkerMetrics::new();
         for handle in self.workers {
-            match handle.join() {
-                Ok(m) => total.merge(&m),
-                Err(_) => tracing::error!("a worker panicked"),
+            if handle.join().is_err() {
+                tracing::error!("a worker panicked");
             }
         }
-        total
+        self.metrics.total()
     }
 }
 

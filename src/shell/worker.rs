@@ -23,7 +23,7 @@ use super::ifaddr::InterfaceAddresses;
 use super::journal::LogJournal;
 use crate::config::{Durability, ASYNC_SYNC_INTERVAL_MS};
 use crate::leaselog::SyncPoint;
-use crate::metrics::WorkerMetrics;
+use crate::metrics::{SharedMetrics, WorkerMetrics, PUBLISH_INTERVAL};
 use crate::proto::server::{Decision, Destination, Server};
 use crate::proto::wire::dhcp::{Packet, CLIENT_PORT};
 use crate::proto::wire::DropReason;
@@ -49,6 +49,9 @@ pub struct Worker {
     pub journal: LogJournal,
     pub durability: Durability,
     pub stop: Arc<AtomicBool>,
+    /// This worker's index in `metrics`.
+    pub index: usize,
+    pub metrics: Arc<SharedMetrics>,
 }
 
 /// Replies ready to send, each with the time its request arrived.
@@ -109,9 +112,10 @@ struct InFlight {
 }
 
 impl Worker {
-    /// Runs until the stop flag is set; returns the worker's metrics.
-    pub fn run(mut self) -> WorkerMetrics {
+    /// Runs until the stop flag is set, publishing its metrics as it goes.
+    pub fn run(mut self) {
         let mut metrics = WorkerMetrics::new();
+        let mut last_publish = Instant::now();
         let mut interfaces = InterfaceAddresses::new();
         let mut errors = ErrorLog::default();
         let mut immediate = Outbox::new(RECV_BATCH);
@@ -122,6 +126,11 @@ impl Worker {
         let mut fds: Vec<RawFd> = Vec::with_capacity(4);
         let mut last_sync = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
+            if last_publish.elapsed() >= PUBLISH_INTERVAL {
+                last_publish = Instant::now();
+                self.metrics.publish(self.index, &metrics);
+                metrics.reset();
+            }
             let now_s = unix_now_s();
             let room = next.room().min(RECV_BATCH);
             if room == 0 {
@@ -216,7 +225,7 @@ impl Worker {
             &mut metrics,
             &mut errors,
         );
-        metrics
+        self.metrics.publish(self.index, &metrics);
     }
 
     /// On stop: lets the sync in flight complete, makes the rest durable, and sends what may
