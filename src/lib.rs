@@ -19,3 +19,4 @@ pub mod leaselog;
 pub mod metrics;
 pub mod proto;
 pub mod shell;
+pub mod tune;

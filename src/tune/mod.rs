@@ -19,7 +19,9 @@ mod tests;
 
 use std::path::{Path, PathBuf};
 
-pub use plan::{apply, compute, render_check, render_show, Action, ApplyReport, Change, Plan, Status};
+pub use plan::{
+    apply, compute, render_check, render_show, Action, ApplyReport, Change, Plan, Status,
+};
 pub use profile::{CoreSpec, CpuProfile, NicProfile, NumaNode, Placement, Profile, ProfileError};
 pub use sys::{format_cpulist, format_mask, parse_cpulist, parse_mask, Irq, Sys};
 
@@ -133,7 +135,11 @@ impl Profile {
     }
 
     /// [`Profile::failover_core`] on the machine `sys` describes.
-    pub fn failover_core_on(&self, sys: &Sys, iface: Option<&str>) -> Result<Option<usize>, String> {
+    pub fn failover_core_on(
+        &self,
+        sys: &Sys,
+        iface: Option<&str>,
+    ) -> Result<Option<usize>, String> {
         self.resolved(sys, iface).map(|p| p.failover)
     }
 
@@ -157,7 +163,9 @@ pub(crate) fn validate_iface(iface: &str) -> Result<(), String> {
         && iface.len() <= 15
         && iface != "."
         && iface != ".."
-        && !iface.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace());
+        && !iface
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace());
     if ok {
         Ok(())
     } else {

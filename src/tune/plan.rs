@@ -107,7 +107,9 @@ fn file_change(sys: &Sys, what: String, abs: String, wanted: String, compare: Co
             };
             (Some(current), status)
         }
-        Err(e) if !sys.exists(&abs) => (None, Status::Unknown(format!("{abs} does not exist ({e})"))),
+        Err(e) if !sys.exists(&abs) => {
+            (None, Status::Unknown(format!("{abs} does not exist ({e})")))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
             None,
             Status::Unknown(format!(
@@ -321,16 +323,30 @@ fn cpus_label(cpus: &[usize]) -> String {
 }
 
 fn nic_ethtool(sys: &Sys, profile: &Profile, iface: &str, plan: &mut Plan) {
-    let rings = [("rx", "RX", profile.nic.rx_ring), ("tx", "TX", profile.nic.tx_ring)];
+    let rings = [
+        ("rx", "RX", profile.nic.rx_ring),
+        ("tx", "TX", profile.nic.tx_ring),
+    ];
     if rings.iter().any(|r| r.2.is_some()) {
         let shown = sys.ethtool(&["-g".into(), iface.into()]);
         for (arg, label, wanted) in rings {
             let Some(wanted) = wanted else { continue };
-            let args = vec!["-G".to_string(), iface.to_string(), arg.into(), wanted.to_string()];
+            let args = vec![
+                "-G".to_string(),
+                iface.to_string(),
+                arg.into(),
+                wanted.to_string(),
+            ];
             let (current, status) = match &shown {
-                Err(e) => (None, Status::Unknown(format!("{e}; ring sizes are not in sysfs"))),
+                Err(e) => (
+                    None,
+                    Status::Unknown(format!("{e}; ring sizes are not in sysfs")),
+                ),
                 Ok(text) => match super::sys::parse_ethtool_rings(text, label) {
-                    (_, None) => (None, Status::Unknown(format!("ethtool -g {iface} shows no {label} ring size"))),
+                    (_, None) => (
+                        None,
+                        Status::Unknown(format!("ethtool -g {iface} shows no {label} ring size")),
+                    ),
                     (Some(max), Some(cur)) if wanted > max => (
                         Some(cur.to_string()),
                         Status::Unsatisfiable(format!("the NIC's {label} ring maximum is {max}")),
@@ -350,16 +366,34 @@ fn nic_ethtool(sys: &Sys, profile: &Profile, iface: &str, plan: &mut Plan) {
         }
     }
     if let Some(wanted) = profile.nic.coalesce_rx_usecs {
-        let args = vec!["-C".to_string(), iface.to_string(), "rx-usecs".into(), wanted.to_string()];
+        let args = vec![
+            "-C".to_string(),
+            iface.to_string(),
+            "rx-usecs".into(),
+            wanted.to_string(),
+        ];
         let (current, status) = match sys.ethtool(&["-c".into(), iface.into()]) {
-            Err(e) => (None, Status::Unknown(format!("{e}; coalescing is not in sysfs"))),
+            Err(e) => (
+                None,
+                Status::Unknown(format!("{e}; coalescing is not in sysfs")),
+            ),
             Ok(text) => match super::sys::parse_ethtool_field(&text, "rx-usecs") {
                 Some(cur) if cur.parse::<u32>().is_ok() => {
-                    let status = if cur == wanted.to_string() { Status::Ok } else { Status::Change };
+                    let status = if cur == wanted.to_string() {
+                        Status::Ok
+                    } else {
+                        Status::Change
+                    };
                     (Some(cur), status)
                 }
-                Some(cur) => (Some(cur.clone()), Status::Unsatisfiable(format!("{iface} does not support rx-usecs ({cur})"))),
-                None => (None, Status::Unknown(format!("ethtool -c {iface} shows no rx-usecs"))),
+                Some(cur) => (
+                    Some(cur.clone()),
+                    Status::Unsatisfiable(format!("{iface} does not support rx-usecs ({cur})")),
+                ),
+                None => (
+                    None,
+                    Status::Unknown(format!("ethtool -c {iface} shows no rx-usecs")),
+                ),
             },
         };
         plan.changes.push(Change {
@@ -389,7 +423,10 @@ fn table(changes: &[&Change], with_commands: bool) -> String {
         .map(|c| {
             [
                 c.what.clone(),
-                c.current.clone().unwrap_or_else(|| "unknown".into()).replace('\t', " "),
+                c.current
+                    .clone()
+                    .unwrap_or_else(|| "unknown".into())
+                    .replace('\t', " "),
                 c.wanted.replace('\t', " "),
                 status_text(&c.status),
             ]
@@ -418,7 +455,9 @@ fn table(changes: &[&Change], with_commands: bool) -> String {
         out.push_str(&line([&row[0], &row[1], &row[2], &row[3]]));
         if with_commands && change.status == Status::Change {
             let how = match &change.action {
-                Action::Write(abs) => format!("write {} to {abs}", change.wanted.replace('\t', " ")),
+                Action::Write(abs) => {
+                    format!("write {} to {abs}", change.wanted.replace('\t', " "))
+                }
                 Action::Ethtool(_) => format!("run {}", change.path_or_command),
             };
             out.push_str(&format!("    → {how}\n"));
@@ -439,10 +478,17 @@ pub fn render_show(plan: &Plan) -> String {
     out.push('\n');
     let all: Vec<&Change> = plan.changes.iter().collect();
     out.push_str(&table(&all, true));
-    let changes = plan.changes.iter().filter(|c| c.status == Status::Change).count();
+    let changes = plan
+        .changes
+        .iter()
+        .filter(|c| c.status == Status::Change)
+        .count();
     out.push_str(&format!(
         "\n{changes} to change, {} ok, {} unknown, {} unsatisfiable\n",
-        plan.changes.iter().filter(|c| c.status == Status::Ok).count(),
+        plan.changes
+            .iter()
+            .filter(|c| c.status == Status::Ok)
+            .count(),
         plan.unknown().count(),
         plan.problems.len()
             + plan
@@ -520,11 +566,15 @@ pub fn apply(
                 } else {
                     why.clone()
                 };
-                report.lines.push(format!("{}: {why}, skipped", change.what));
+                report
+                    .lines
+                    .push(format!("{}: {why}, skipped", change.what));
             }
             Status::Unsatisfiable(why) => {
                 report.failed += 1;
-                report.lines.push(format!("{}: not applied: {why}", change.what));
+                report
+                    .lines
+                    .push(format!("{}: not applied: {why}", change.what));
             }
             Status::Change => {
                 let result = match &change.action {
@@ -539,7 +589,11 @@ pub fn apply(
                         report.lines.push(format!(
                             "{}: {} → {}",
                             change.what,
-                            change.current.as_deref().unwrap_or("unknown").replace('\t', " "),
+                            change
+                                .current
+                                .as_deref()
+                                .unwrap_or("unknown")
+                                .replace('\t', " "),
                             change.wanted.replace('\t', " ")
                         ));
                     }

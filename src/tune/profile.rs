@@ -395,7 +395,12 @@ impl raw::Profile {
                     }
                     fields.join("\t")
                 }
-                _ => return err(k, "expected an integer, a one-line string or an array of integers"),
+                _ => {
+                    return err(
+                        k,
+                        "expected an integer, a one-line string or an array of integers",
+                    )
+                }
             };
             sysctl.insert(key, text);
         }

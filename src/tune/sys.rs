@@ -126,7 +126,10 @@ impl Sys {
     /// The device directory behind the interface and, for virtio, its PCI parent; canonical
     /// paths under the root. Virtual devices (veth, bridges) have none.
     fn device_dirs(&self, iface: &str) -> Vec<PathBuf> {
-        let Ok(dev) = self.path(&format!("/sys/class/net/{iface}/device")).canonicalize() else {
+        let Ok(dev) = self
+            .path(&format!("/sys/class/net/{iface}/device"))
+            .canonicalize()
+        else {
             return Vec::new();
         };
         let mut dirs = vec![dev.clone()];
@@ -226,7 +229,9 @@ fn is_executable(p: &Path) -> bool {
 
 /// "rx-10" → ("rx-", 10) so that queues sort numerically.
 fn natural_key(name: &str) -> (String, u64, String) {
-    let digits_at = name.find(|c: char| c.is_ascii_digit()).unwrap_or(name.len());
+    let digits_at = name
+        .find(|c: char| c.is_ascii_digit())
+        .unwrap_or(name.len());
     let (prefix, rest) = name.split_at(digits_at);
     let end = rest
         .find(|c: char| !c.is_ascii_digit())
@@ -246,7 +251,8 @@ pub fn irq_name_mentions(action: &str, name: &str) -> bool {
         let start = from + at;
         let end = start + name.len();
         let before_ok = start == 0 || matches!(action.as_bytes()[start - 1], b'-' | b':');
-        let after_ok = end == action.len() || matches!(action.as_bytes()[end], b'-' | b'@' | b':' | b'_' | b'.');
+        let after_ok = end == action.len()
+            || matches!(action.as_bytes()[end], b'-' | b'@' | b':' | b'_' | b'.');
         if before_ok && after_ok {
             return true;
         }
@@ -291,7 +297,12 @@ pub fn parse_interrupts(text: &str) -> Vec<Irq> {
 /// "0-3,8,10-11" → [0, 1, 2, 3, 8, 10, 11]. The empty string is the empty set.
 pub fn parse_cpulist(text: &str) -> Result<Vec<usize>, String> {
     let mut cpus = BTreeSet::new();
-    for part in text.trim().split(',').map(str::trim).filter(|p| !p.is_empty()) {
+    for part in text
+        .trim()
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
         let bad = || format!("'{part}' is not a CPU number or range like 2-15");
         match part.split_once('-') {
             Some((a, b)) => {
@@ -412,7 +423,10 @@ mod tests {
 
     #[test]
     fn cpulists_and_masks_round_trip() {
-        assert_eq!(parse_cpulist("0-3,8, 10-11").unwrap(), vec![0, 1, 2, 3, 8, 10, 11]);
+        assert_eq!(
+            parse_cpulist("0-3,8, 10-11").unwrap(),
+            vec![0, 1, 2, 3, 8, 10, 11]
+        );
         assert_eq!(parse_cpulist("").unwrap(), Vec::<usize>::new());
         assert!(parse_cpulist("3-1").is_err());
         assert!(parse_cpulist("x").is_err());
@@ -436,7 +450,10 @@ mod tests {
         assert!(!irq_name_mentions("veth0-rx", "eth0"));
         assert!(irq_name_mentions("virtio2-input.0", "virtio2"));
         assert!(!irq_name_mentions("virtio21-input.0", "virtio2"));
-        assert!(irq_name_mentions("mlx5_comp3@pci:0000:03:00.0", "0000:03:00.0"));
+        assert!(irq_name_mentions(
+            "mlx5_comp3@pci:0000:03:00.0",
+            "0000:03:00.0"
+        ));
     }
 
     #[test]
@@ -450,7 +467,12 @@ mod tests {
         let names: Vec<(u32, &str)> = irqs.iter().map(|i| (i.number, i.name.as_str())).collect();
         assert_eq!(
             names,
-            vec![(24, "ACPI:Ged"), (45, "eth0-rx-0"), (46, "eth0-tx-0"), (46, "other")]
+            vec![
+                (24, "ACPI:Ged"),
+                (45, "eth0-rx-0"),
+                (46, "eth0-tx-0"),
+                (46, "other")
+            ]
         );
     }
 
