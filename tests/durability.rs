@@ -335,3 +335,55 @@ fn full_disk_stops_acks_and_heals() {
         );
     }
 }
+
+/// Compaction runs while the server serves: with tiny segments and a low compaction threshold,
+/// the log is compacted several times during a run, and after kill -9 every ACKed lease is
+/// still there.
+#[test]
+fn compaction_while_serving_keeps_every_lease() {
+    let dir = TempDir::new("compaction");
+    let lease_dir = dir.join("leases");
+    let port = port(2);
+    let cfg = config(
+        port,
+        &lease_dir,
+        "log_segment_bytes = 65536\nlog_compact_bytes = 131072",
+    );
+    let relay = Relay::new(port);
+    let mut server = start(&dir, "compacting", &cfg);
+    let mut acked = Vec::new();
+    for i in 0..3000 {
+        acked.push((i, relay.dora(i).expect("lease")));
+        // Renew some, so the log holds superseded records for compaction to drop.
+        if i % 3 == 0 {
+            let (_, ip) = acked[i as usize / 2];
+            assert_eq!(relay.reboot(i / 2, ip), Some((MessageType::Ack, ip)));
+        }
+    }
+    let compacted = wait_for(Duration::from_secs(10), || {
+        server.log().contains("lease log compacted").then_some(())
+    });
+    assert!(
+        compacted.is_some(),
+        "no compaction happened:\n{}",
+        server.log()
+    );
+    let snapshots = std::fs::read_dir(&lease_dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("snap-"))
+        })
+        .count();
+    assert!(snapshots >= 1, "a snapshot file should exist");
+    kill_9(&mut server);
+
+    let _server = start(&dir, "compacted-restarted", &cfg);
+    for &(i, ip) in &acked {
+        assert_eq!(
+            relay.reboot(i, ip),
+            Some((MessageType::Ack, ip)),
+            "client {i}"
+        );
+    }
+}
