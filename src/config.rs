@@ -37,8 +37,12 @@ pub const ASYNC_SYNC_INTERVAL_MS: u64 = 1000;
 pub struct ServerConfig {
     pub listen: Vec<SocketAddrV4>,
     pub server_id: Ipv4Addr,
-    /// One worker per entry; `Some(core)` pins it.
+    /// One worker per entry; `Some(core)` pins it. With a tuning profile, replaced at start by
+    /// the profile's worker cores.
     pub worker_cores: Vec<Option<usize>>,
+    /// A tuning profile (`tuning/*.toml`) that places the workers, and the interface whose NUMA
+    /// node it is relative to.
+    pub tuning_profile: Option<(PathBuf, Option<String>)>,
     pub backend: BackendSetting,
     pub lease_dir: PathBuf,
     pub durability: Durability,
@@ -155,6 +159,8 @@ mod raw {
         pub server_id: String,
         pub workers: Option<usize>,
         pub cores: Option<Vec<usize>>,
+        pub tuning_profile: Option<String>,
+        pub tuning_iface: Option<String>,
         pub backend: Option<String>,
         pub lease_dir: Option<String>,
         pub durability: Option<String>,
@@ -371,6 +377,22 @@ impl raw::Server {
                 "must be one of this server's unicast addresses",
             );
         }
+        let tuning_profile = match (self.tuning_profile, self.tuning_iface) {
+            (Some(_), _) if self.workers.is_some() || self.cores.is_some() => {
+                return err(
+                    "server.tuning_profile",
+                    "the profile places the workers: drop workers/cores, or the profile",
+                )
+            }
+            (Some(path), iface) => Some((PathBuf::from(path), iface)),
+            (None, Some(_)) => {
+                return err(
+                    "server.tuning_iface",
+                    "only means something with tuning_profile",
+                )
+            }
+            (None, None) => None,
+        };
         let worker_cores = match (self.workers, self.cores) {
             (Some(_), Some(_)) => {
                 return err("server.workers", "give either workers or cores, not both")
@@ -435,6 +457,7 @@ impl raw::Server {
             listen,
             server_id,
             worker_cores,
+            tuning_profile,
             backend,
             lease_dir: PathBuf::from(
                 self.lease_dir

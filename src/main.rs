@@ -10,13 +10,22 @@ use ringlease::config::Config;
 use ringlease::{demo, shell};
 
 #[derive(Parser)]
-#[command(name = "ringlease", version, about = "A fast DHCPv4 server for ISPs")]
+#[command(
+    name = "ringlease",
+    about = "A fast DHCPv4 server for ISPs",
+    disable_version_flag = true,
+    subcommand_required = false,
+    arg_required_else_help = true
+)]
 struct Cli {
+    /// Print the version and the datagram backend this machine would use.
+    #[arg(short = 'V', long)]
+    version: bool,
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
     log_json: bool,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -28,6 +37,8 @@ enum Command {
     },
     /// Validate a configuration file and exit.
     CheckConfig { file: PathBuf },
+    /// Show, check or apply a CPU/IRQ tuning profile (tuning/*.toml).
+    Tune(ringlease::tune::TuneArgs),
     /// Inspect a lease log directory (read-only; safe beside a running server).
     Log {
         #[command(subcommand)]
@@ -64,7 +75,15 @@ enum LogCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_json);
-    let result = match cli.command {
+    let command = match cli.command {
+        Some(command) if !cli.version => command,
+        _ => {
+            print_version();
+            return ExitCode::SUCCESS;
+        }
+    };
+    let result = match command {
+        Command::Tune(args) => ringlease::tune::run(args),
         Command::Serve { config } => serve(&config),
         Command::CheckConfig { file } => Config::from_file(&file)
             .map(|c| {
@@ -89,6 +108,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `ringlease --version`: the version, and which datagram backend `backend = "auto"` picks here.
+fn print_version() {
+    let backend = match ringlease_ring::probe_io_uring() {
+        Ok(()) => "io_uring".to_string(),
+        Err(why) => format!("fallback (io_uring unavailable: {why})"),
+    };
+    println!("ringlease {}", env!("CARGO_PKG_VERSION"));
+    println!("datagram backend: {backend}");
 }
 
 fn init_logging(json: bool) {

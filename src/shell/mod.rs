@@ -48,7 +48,7 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Running, String> 
     let server = Arc::new(Server::new(policy, config.subnets.clone()));
     let log = Arc::new(replay_lease_log(config, &server)?);
 
-    let cores = &config.server.worker_cores;
+    let cores = &worker_cores(config)?;
     let groups = open_groups(&GroupConfig {
         addrs: config.server.listen.clone(),
         workers: cores.len(),
@@ -104,6 +104,20 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Running, String> 
         stop,
         workers,
     })
+}
+
+/// The worker placement: from the tuning profile when the configuration names one (one source
+/// of truth for the tuning and the server), else from `workers`/`cores`.
+pub fn worker_cores(config: &Config) -> Result<Vec<Option<usize>>, String> {
+    let Some((path, iface)) = &config.server.tuning_profile else {
+        return Ok(config.server.worker_cores.clone());
+    };
+    let profile = crate::tune::load_profile(path)?;
+    let cores = profile
+        .worker_cores(iface.as_deref())
+        .map_err(|e| format!("tuning profile {}: {e}", path.display()))?;
+    tracing::info!(profile = %path.display(), ?cores, "workers placed by the tuning profile");
+    Ok(cores.into_iter().map(Some).collect())
 }
 
 /// Opens the lease log and puts every binding it holds back into the lease table.
@@ -226,5 +240,27 @@ pub fn compact(server: &Server, log: &LeaseLog) {
             "lease log compacted"
         ),
         Err(e) => tracing::error!("lease log compaction failed: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The server places its workers from the same profile `ringlease tune` applies.
+    #[test]
+    fn workers_follow_the_tuning_profile() {
+        let profile = concat!(env!("CARGO_MANIFEST_DIR"), "/tuning/lab-2core.toml");
+        let text = format!(
+            "[server]\nlisten = [\"127.0.0.1:67\"]\nserver_id = \"127.0.0.1\"\ntuning_profile = \"{profile}\"\n\
+             [[subnet]]\nprefix = \"10.0.0.0/8\"\n"
+        );
+        let config = Config::from_toml(&text).unwrap();
+        assert_eq!(worker_cores(&config).unwrap(), vec![Some(1)]);
+        let both = text.replace("tuning_profile", "workers = 2\ntuning_profile");
+        assert_eq!(
+            Config::from_toml(&both).unwrap_err().key,
+            "server.tuning_profile"
+        );
     }
 }

@@ -107,8 +107,13 @@ fn file_change(sys: &Sys, what: String, abs: String, wanted: String, compare: Co
             };
             (Some(current), status)
         }
-        Err(e) if !sys.exists(&abs) => {
-            (None, Status::Unknown(format!("{abs} does not exist ({e})")))
+        Err(_) if !sys.exists(&abs) => {
+            let why = if abs.starts_with("/proc/sys/net/") {
+                format!("no {abs}: not in this kernel, or a host-wide setting that a network namespace does not show")
+            } else {
+                format!("no {abs}")
+            };
+            (None, Status::Unknown(why))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
             None,
@@ -557,7 +562,17 @@ pub fn apply(
     }
     let mut report = ApplyReport::default();
     let mut attempted = Vec::new();
-    for change in plan.changes.iter().filter(|c| filter(c)) {
+    // ethtool first: a ring resize may reset the NIC and its queues, undoing IRQ affinity.
+    let ordered = plan
+        .changes
+        .iter()
+        .filter(|c| matches!(c.action, Action::Ethtool(_)))
+        .chain(
+            plan.changes
+                .iter()
+                .filter(|c| matches!(c.action, Action::Write(_))),
+        );
+    for change in ordered.filter(|c| filter(c)) {
         match &change.status {
             Status::Ok => {}
             Status::Unknown(why) => {

@@ -334,7 +334,7 @@ fn check_reports_drift_and_apply_fixes_it_in_the_fake_root() {
 }
 
 #[test]
-fn apply_reports_writes_that_do_not_stick() {
+fn apply_skips_unreadable_settings_and_honours_the_filter() {
     let fake = Fake::new(2, None, "0");
     let sys = fake.sys();
     let profile = lab();
