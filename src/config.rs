@@ -84,7 +84,7 @@ pub struct ConfigError {
     pub problem: String,
 }
 
-fn err<T>(key: impl Into<String>, problem: impl Into<String>) -> Result<T, ConfigError> {
+pub(crate) fn err<T>(key: impl Into<String>, problem: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError {
         key: key.into(),
         problem: problem.into(),
@@ -100,28 +100,36 @@ pub const MAX_WORKERS: usize = 256;
 
 impl Config {
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).or_else(|e| {
-            err(
-                path.display().to_string(),
-                format!("cannot read the file: {e}"),
-            )
-        })?;
-        Config::from_toml(&text)
+        Config::from_toml(&read_file(path)?)
     }
 
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let raw: raw::Config = toml::from_str(text).or_else(|e| {
-            let key = e
-                .span()
-                .map(|span| {
-                    let line = text[..span.start.min(text.len())].lines().count().max(1);
-                    format!("line {line}")
-                })
-                .unwrap_or_else(|| "file".into());
-            err(key, e.message().to_string())
-        })?;
-        raw.validate()
+        parse_toml::<raw::Config>(text)?.validate()
     }
+}
+
+/// A configuration file's text; the error names the file.
+pub fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).or_else(|e| {
+        err(
+            path.display().to_string(),
+            format!("cannot read the file: {e}"),
+        )
+    })
+}
+
+/// TOML into the operator-facing serde types; a syntax error or unknown key names its line.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
+    toml::from_str(text).or_else(|e| {
+        let key = e
+            .span()
+            .map(|span| {
+                let line = text[..span.start.min(text.len())].lines().count().max(1);
+                format!("line {line}")
+            })
+            .unwrap_or_else(|| "file".into());
+        err(key, e.message().to_string())
+    })
 }
 
 /// The operator's words, as serde reads them.

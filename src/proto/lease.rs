@@ -247,6 +247,22 @@ impl Slot {
         self.client.as_ref().is_some_and(|c| c.as_bytes() == client)
     }
 
+    fn to_lease(&self, ip: u32) -> Lease {
+        Lease {
+            ip: Ipv4Addr::from(ip),
+            state: self.state,
+            expires_s: self.expires_s,
+            client: self.client.clone(),
+        }
+    }
+
+    /// Offered or leased to `client` and still running at `now_s`.
+    fn held_by(&self, client: &[u8], now_s: u64) -> bool {
+        self.owned_by(client)
+            && matches!(self.state, LeaseState::Offered | LeaseState::Bound)
+            && self.expires_s > now_s
+    }
+
     /// When `state` for `client` would begin if set at `now_s`: a running state of the same
     /// client continues (a renewal), anything else starts now.
     fn since_for(&self, client: &[u8], state: LeaseState, now_s: u64) -> u64 {
@@ -579,11 +595,10 @@ impl LeaseTable {
         journal: &mut dyn Journal,
     ) -> Result<bool, StorageUnavailable> {
         let mut shard = self.leases(subnet).addrs[addr_shard(ip)].lock();
-        let held = shard.slots.get(&ip).is_some_and(|s| {
-            s.owned_by(client)
-                && matches!(s.state, LeaseState::Offered | LeaseState::Bound)
-                && s.expires_s > now_s
-        });
+        let held = shard
+            .slots
+            .get(&ip)
+            .is_some_and(|s| s.held_by(client, now_s));
         if !held {
             return Ok(false);
         }
@@ -670,11 +685,10 @@ impl LeaseTable {
         let _clients = leases.clients[client_shard(client)].lock();
         let ip_u32 = u32::from(ip);
         let mut shard = leases.addrs[addr_shard(ip_u32)].lock();
-        let held = shard.slots.get(&ip_u32).is_some_and(|s| {
-            s.owned_by(client)
-                && matches!(s.state, LeaseState::Offered | LeaseState::Bound)
-                && s.expires_s > now_s
-        });
+        let held = shard
+            .slots
+            .get(&ip_u32)
+            .is_some_and(|s| s.held_by(client, now_s));
         if !held {
             return Ok(false);
         }
@@ -775,26 +789,16 @@ impl LeaseTable {
     pub fn binding_of(&self, subnet: &Subnet, client: &[u8], now_s: u64) -> Option<Lease> {
         let leases = self.leases(subnet);
         let ip = *leases.clients[client_shard(client)].lock().get(client)?;
-        let lease = self.get(subnet, Ipv4Addr::from(ip))?;
-        let held = lease
-            .client
-            .as_ref()
-            .is_some_and(|c| c.as_bytes() == client)
-            && matches!(lease.state, LeaseState::Offered | LeaseState::Bound)
-            && lease.expires_s > now_s;
-        held.then_some(lease)
+        let shard = leases.addrs[addr_shard(ip)].lock();
+        let slot = shard.slots.get(&ip).filter(|s| s.held_by(client, now_s))?;
+        Some(slot.to_lease(ip))
     }
 
     /// The record of one address, if it was ever used.
     pub fn get(&self, subnet: &Subnet, ip: Ipv4Addr) -> Option<Lease> {
-        let ip_u32 = u32::from(ip);
-        let shard = self.leases(subnet).addrs[addr_shard(ip_u32)].lock();
-        shard.slots.get(&ip_u32).map(|s| Lease {
-            ip,
-            state: s.state,
-            expires_s: s.expires_s,
-            client: s.client.clone(),
-        })
+        let ip = u32::from(ip);
+        let shard = self.leases(subnet).addrs[addr_shard(ip)].lock();
+        shard.slots.get(&ip).map(|s| s.to_lease(ip))
     }
 
     /// Ends every offer, lease and decline hold that ran out by `now_s`, returning how many.

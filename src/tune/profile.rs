@@ -7,20 +7,10 @@ use std::path::Path;
 
 use super::sys::{format_cpulist, parse_cpulist, Sys, MAX_CPU};
 
-/// A profile problem: which key, and what is wrong with it.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{key}: {problem}")]
-pub struct ProfileError {
-    pub key: String,
-    pub problem: String,
-}
+/// A profile problem: which key, and what is wrong with it (the configuration's error type).
+pub use crate::config::ConfigError as ProfileError;
 
-fn err<T>(key: impl Into<String>, problem: impl Into<String>) -> Result<T, ProfileError> {
-    Err(ProfileError {
-        key: key.into(),
-        problem: problem.into(),
-    })
-}
+use crate::config::err;
 
 /// Which cores: absolute CPU numbers, or positions in the chosen NUMA node's CPU list.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,26 +89,12 @@ pub struct Placement {
 
 impl Profile {
     pub fn from_file(path: &Path) -> Result<Profile, ProfileError> {
-        let text = std::fs::read_to_string(path).or_else(|e| {
-            err(
-                path.display().to_string(),
-                format!("cannot read the file: {e}"),
-            )
-        })?;
+        let text = crate::config::read_file(path)?;
         Profile::from_toml(&text)
     }
 
     pub fn from_toml(text: &str) -> Result<Profile, ProfileError> {
-        let raw: raw::Profile = toml::from_str(text).or_else(|e| {
-            let key = e
-                .span()
-                .map(|span| {
-                    let line = text[..span.start.min(text.len())].lines().count().max(1);
-                    format!("line {line}")
-                })
-                .unwrap_or_else(|| "file".into());
-            err(key, e.message().to_string())
-        })?;
+        let raw: raw::Profile = crate::config::parse_toml(text)?;
         raw.validate()
     }
 
