@@ -21,6 +21,7 @@ use crate::leaselog::{Binding, LeaseLog, LogOptions};
 use crate::metrics::{SharedMetrics, WorkerMetrics};
 use crate::proto::lease::Change;
 use crate::proto::server::{Policy, Server};
+use crate::proto::wire::DropReason;
 use journal::LogJournal;
 
 /// A running server: its worker threads, the lease log and the stop flag.
@@ -181,12 +182,14 @@ impl Running {
     /// Sweeps expired leases and compacts the lease log until the stop flag is set, then stops
     /// the workers and returns their merged metrics.
     pub fn run_until_stopped(self) -> WorkerMetrics {
+        let mut drops = DropReport::default();
         while !self.stop.load(Ordering::Relaxed) {
             thread::sleep(HOUSEKEEPING_INTERVAL);
             self.server.expire(clock::unix_now_s());
             if self.log.compaction_due() {
                 compact(&self.server, &self.log);
             }
+            drops.tick(&self.metrics);
         }
         self.join()
     }
@@ -210,6 +213,46 @@ impl Running {
             }
         }
         self.metrics.total()
+    }
+}
+
+/// Per-packet problems are logged as one line per interval with counts by reason, never one
+/// line per packet: a flood of bad packets must not become a flood of log lines.
+#[derive(Default)]
+struct DropReport {
+    last: Option<(Instant, [u64; DropReason::COUNT])>,
+}
+
+/// How often dropped packets are summarised in the log.
+const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+impl DropReport {
+    fn tick(&mut self, metrics: &SharedMetrics) {
+        let due = self
+            .last
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() >= DROP_LOG_INTERVAL);
+        if !due {
+            return;
+        }
+        let now = metrics.total().drops;
+        if let Some((_, before)) = &self.last {
+            let summary: Vec<String> = DropReason::ALL
+                .iter()
+                .filter_map(|r| {
+                    let n = now[r.index()] - before[r.index()];
+                    (n > 0).then(|| format!("{}={n}", r.name()))
+                })
+                .collect();
+            if !summary.is_empty() {
+                tracing::warn!(
+                    "dropped in the last {} s: {}",
+                    DROP_LOG_INTERVAL.as_secs(),
+                    summary.join(", ")
+                );
+            }
+        }
+        self.last = Some((Instant::now(), now));
     }
 }
 
