@@ -37,6 +37,8 @@ enum Command {
     },
     /// Validate a configuration file and exit.
     CheckConfig { file: PathBuf },
+    /// Talk to a running server over its control socket (root only).
+    Ctl(ringlease::control::CtlArgs),
     /// Show, check or apply a CPU/IRQ tuning profile (tuning/*.toml).
     Tune(ringlease::tune::TuneArgs),
     /// Inspect a lease log directory (read-only; safe beside a running server).
@@ -84,6 +86,7 @@ fn main() -> ExitCode {
     };
     let result = match command {
         Command::Tune(args) => ringlease::tune::run(args),
+        Command::Ctl(args) => ringlease::control::ctl_main(args),
         Command::Serve { config } => serve(&config),
         Command::CheckConfig { file } => Config::from_file(&file)
             .map(|c| {
@@ -142,7 +145,20 @@ fn serve(path: &std::path::Path) -> Result<(), String> {
         signal_hook::flag::register(signal, stop.clone())
             .map_err(|e| format!("cannot install signal handler: {e}"))?;
     }
+    let worker_cores: Vec<usize> = shell::worker_cores(&config)?
+        .into_iter()
+        .flatten()
+        .collect();
     let running = shell::start(&config, stop)?;
+    let control =
+        match ringlease::control::start(&running, &config, Some(path.to_path_buf()), &worker_cores)
+        {
+            Ok(control) => control,
+            Err(e) => {
+                running.join();
+                return Err(e);
+            }
+        };
     tracing::info!(
         backend = running.backend.name(),
         workers = config.server.worker_cores.len(),
@@ -151,6 +167,7 @@ fn serve(path: &std::path::Path) -> Result<(), String> {
         "ready"
     );
     let metrics = running.run_until_stopped();
+    drop(control);
     tracing::info!("stopped");
     eprint!("{}", metrics.summary());
     Ok(())

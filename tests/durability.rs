@@ -38,12 +38,19 @@ lease_dir = "{}"
 durability = "sync"
 {extra_server}
 
+[control]
+socket = "{}.control.sock"
+
 [[subnet]]
 prefix = "127.0.0.0/8"
 pools = ["127.20.0.1-127.20.255.254"]
 lease_time = 3600
 "#,
-        lease_dir.display()
+        lease_dir.display(),
+        // Beside the test's port: tests run in parallel, each with its own server.
+        std::env::temp_dir()
+            .join(format!("ringlease-durability-{port}"))
+            .display()
     )
 }
 

@@ -86,7 +86,8 @@ fn start_ringlease(net: &Net, dir: &TempDir) -> Killed {
     let cfg = format!(
         "[server]\nlisten = [\"{srv}\"]\nserver_id = \"{ip}\"\nworkers = 1\nbackend = \"auto\"\nlease_dir = {leases:?}\n\
          decline_hold = 60\n\n[[subnet]]\nprefix = \"{subnet}\"\npools = [\"127.{n}.1.0-127.{n}.255.254\"]\n\
-         lease_time = 3600\nrouters = [\"{ip}\"]\ndns = [\"{ip}\"]\n",
+         lease_time = 3600\nrouters = [\"{ip}\"]\ndns = [\"{ip}\"]\n\n[control]\nsocket = {socket:?}\n",
+        socket = dir.0.join("control.sock").display().to_string(),
         srv = net.server(),
         ip = net.server().ip(),
         subnet = net.subnet(),

@@ -22,7 +22,7 @@ const STATUS_COUNTS_MAX_AGE: std::time::Duration = std::time::Duration::from_mil
 #[derive(Deserialize, Debug, PartialEq)]
 #[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
 pub(crate) enum Request {
-    Status,
+    Status {},
     Lease {
         ip: Option<Ipv4Addr>,
         hw: Option<String>,
@@ -31,8 +31,8 @@ pub(crate) enum Request {
     Release {
         ip: Ipv4Addr,
     },
-    PartnerDown,
-    Reload,
+    PartnerDown {},
+    Reload {},
 }
 
 /// Answers one request line.
@@ -53,11 +53,11 @@ pub(crate) fn error_response(error: &str) -> String {
 
 pub(crate) fn handle(state: &State, request: Request) -> Result<Value, String> {
     match request {
-        Request::Status => Ok(status(state)),
+        Request::Status {} => Ok(status(state)),
         Request::Lease { ip, hw, client_id } => lease(state, ip, hw, client_id),
         Request::Release { ip } => release(state, ip),
-        Request::PartnerDown => Err("no failover relationship is configured".into()),
-        Request::Reload => reload(state),
+        Request::PartnerDown {} => Err("no failover relationship is configured".into()),
+        Request::Reload {} => reload(state),
     }
 }
 
@@ -406,7 +406,11 @@ pub fn config_differences(old: &Config, new: &Config) -> Vec<String> {
         "server.log_compact_bytes",
     );
     note(o, a.offer_hold_s != b.offer_hold_s, "server.offer_hold");
-    note(o, a.decline_hold_s != b.decline_hold_s, "server.decline_hold");
+    note(
+        o,
+        a.decline_hold_s != b.decline_hold_s,
+        "server.decline_hold",
+    );
     note(
         o,
         a.recv_buffer_bytes != b.recv_buffer_bytes,

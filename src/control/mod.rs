@@ -81,9 +81,7 @@ use crate::metrics::SharedMetrics;
 use crate::proto::lease::LeaseCounts;
 use crate::proto::server::Server;
 
-pub use client::{
-    ctl_main, ctl_with, render_lease, render_status, render_top, Client, TopState,
-};
+pub use client::{ctl_main, ctl_with, render_lease, render_status, render_top, Client, TopState};
 pub use handlers::config_differences;
 pub use http::render_metrics;
 
@@ -130,7 +128,10 @@ impl ControlHandle {
 impl Drop for ControlHandle {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        for handle in [self.control.take(), self.http.take()].into_iter().flatten() {
+        for handle in [self.control.take(), self.http.take()]
+            .into_iter()
+            .flatten()
+        {
             if handle.join().is_err() {
                 tracing::error!("a control thread panicked");
             }

@@ -62,8 +62,9 @@ pub(crate) fn bind(path: &Path) -> Result<(UnixListener, SocketFile), String> {
                      [control] socket to another path)"
                 ));
             }
-            std::fs::remove_file(path)
-                .map_err(|e| format!("control socket {shown}: cannot remove the stale file: {e}"))?;
+            std::fs::remove_file(path).map_err(|e| {
+                format!("control socket {shown}: cannot remove the stale file: {e}")
+            })?;
         }
         Ok(_) => {
             return Err(format!(
@@ -139,8 +140,9 @@ impl Rates {
                 m.drops.iter().sum(),
             ];
             if let Some(secs) = elapsed.filter(|&s| s > 0.0) {
-                for k in 0..3 {
-                    self.per_s[i][k] = current[k].saturating_sub(self.last[i][k]) as f64 / secs;
+                for ((rate, now), before) in self.per_s[i].iter_mut().zip(current).zip(self.last[i])
+                {
+                    *rate = now.saturating_sub(before) as f64 / secs;
                 }
             }
             self.last[i] = current;

@@ -504,6 +504,14 @@ impl ServerCfg {
                 writeln!(s, "  ip = {ip:?}").unwrap();
             }
         }
+        // The test's own control socket, beside its lease directory.
+        let socket = lease_dir.with_file_name("control.sock");
+        writeln!(
+            s,
+            "\n[control]\nsocket = {:?}",
+            socket.display().to_string()
+        )
+        .unwrap();
         s
     }
 
