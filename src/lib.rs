@@ -14,6 +14,7 @@
 //! `proto` is the pure protocol core: no sockets, files or clock reads; `shell` is the thin I/O
 //! layer around it (threads, sockets, signals, the clock).
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod leaselog;
 pub mod metrics;
