@@ -75,7 +75,6 @@ ip -n "$NS_CLI" addr add "$CLI_IP/14" dev veth0
 
 # --- servers -------------------------------------------------------------------------------------------------
 
-RL_DURABILITY_NOTE=
 # ringlease_config MODE: mem = durability "async" (log synced once a second), disk = "sync" (group commit).
 ringlease_config() {
     local durability=async
@@ -342,9 +341,8 @@ measure() {
     LG_RATE[$label/$persist]=$r50
     local note=""
     if [ "$label" = ringlease ]; then
-        note="durability = sync (group commit per batch)"
+        note="durability = sync (pipelined group commit)"
         [ "$persist" = in-memory ] && note="durability = async (lease log synced once a second)"
-        [ -n "$RL_DURABILITY_NOTE" ] && note=$RL_DURABILITY_NOTE
     fi
     [ "$label" = dhcpd ] && note=$DHCPD_POOL_NOTE
     [ "${viol:-0}" != 0 ] && note="$note ${viol} violations!"

@@ -18,6 +18,7 @@ pub mod control;
 pub mod demo;
 pub mod leaselog;
 pub mod metrics;
+pub mod migrate;
 pub mod proto;
 pub mod shell;
 pub mod tune;
