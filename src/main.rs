@@ -39,6 +39,9 @@ enum Command {
     CheckConfig { file: PathBuf },
     /// Talk to a running server over its control socket (root only).
     Ctl(ringlease::control::CtlArgs),
+    /// Convert an ISC dhcpd configuration and leases file into a ringlease configuration and
+    /// lease log, with a report of what could not be converted.
+    ImportIsc(ringlease::migrate::ImportIscArgs),
     /// Show, check or apply a CPU/IRQ tuning profile (tuning/*.toml).
     Tune(ringlease::tune::TuneArgs),
     /// Inspect a lease log directory (read-only; safe beside a running server).
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
     let result = match command {
         Command::Tune(args) => ringlease::tune::run(args),
         Command::Ctl(args) => ringlease::control::ctl_main(args),
+        Command::ImportIsc(args) => ringlease::migrate::run(args),
         Command::Serve { config } => serve(&config),
         Command::CheckConfig { file } => Config::from_file(&file)
             .map(|c| {
