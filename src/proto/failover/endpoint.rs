@@ -1,0 +1,1223 @@
+//! One failover relationship's endpoint: connection handshake, liveness, the state machine and
+//! binding replication. Sans-IO; see the module docs of [`super`] for the call contract.
+
+use std::collections::VecDeque;
+use std::net::Ipv4Addr;
+
+use super::binding::{
+    accept_update, ms_status, Binding, HwAddr, LocalBindings, Lookup, Queued, UpdateQueue,
+};
+use super::config::{encode_text, Config, ConfigError, Dialect, MclCheck, Persisted, Role};
+use super::state::{on_partner_state, Decision, FailoverState};
+use super::timer::{Timer, TimerTable};
+use crate::proto::wire::failover::options::SERVER_FLAG_STARTUP;
+use crate::proto::wire::failover::{
+    code, BindingStatus, FailoverMessage, FrameError, Message, MessageType, Options, RejectReason,
+    MAX_MESSAGE_LEN, MS_PAYLOAD_OFFSET, OPTION_HEADER_LEN,
+};
+
+/// protocol-version we speak (draft §12.20).
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Why the endpoint changed state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeReason {
+    /// STARTUP ended because communications came up.
+    CommunicationsOk,
+    /// The partner's state (from a STATE message) drove the draft's transition table.
+    PartnerState(FailoverState),
+    /// Connection lost, tReceive expired, or we closed it.
+    CommunicationsFailed,
+    StartupTimer,
+    SafePeriodTimer,
+    RecoverWaitTimer,
+    /// UPDDONE received in RECOVER.
+    UpdatesDone,
+    /// An operator command ([`Endpoint::set_partner_down`]).
+    Command,
+}
+
+/// A peer breaking the protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProtocolError {
+    Frame(FrameError),
+    /// A message not allowed at this point of the connection.
+    Unexpected(MessageType),
+    /// A BNDACK that does not answer the oldest outstanding BNDUPD (wrong xid or none).
+    BndAckOutOfOrder {
+        xid: u32,
+    },
+    /// A BNDACK whose addresses differ from the BNDUPD's (count or order).
+    BndAckMismatch {
+        xid: u32,
+    },
+    /// A message we would send does not fit the 16-bit length field (cannot happen for
+    /// messages built from bounded input; guarded anyway).
+    Oversized,
+    /// A CONNECTACK's relationship-name or protocol-version is not ours.
+    BadConnectAck(RejectReason),
+}
+
+/// Why the connection is being closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// We rejected the partner's CONNECT with this reason (CONNECTACK sent).
+    RejectedConnect(RejectReason),
+    /// The partner rejected our CONNECT.
+    PeerRejected(RejectReason),
+    /// The partner sent DISCONNECT.
+    PeerDisconnected(RejectReason),
+    /// Message time too far from our clock ([MS-DHCPF] §3.1.5).
+    TimeSkew {
+        skew_s: i64,
+    },
+    /// tReceive expired (DISCONNECT 17 sent).
+    NoTraffic,
+    Protocol(ProtocolError),
+    /// The draft wants a transition part 1 does not implement.
+    Unsupported {
+        to: FailoverState,
+    },
+}
+
+/// What the endpoint wants done. Drain with [`Endpoint::poll_output`] **in order**: a
+/// `StateChanged` must be persisted and an `ApplyBinding` committed to the lease log before
+/// any later `Send` is written (draft §9.2 "write before acting", §7.1.4 "no BNDACK before the
+/// data is in stable storage").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// One encoded failover message for the current connection.
+    Send(Vec<u8>),
+    /// Store this binding from the partner in the lease table (and the lease log).
+    ApplyBinding(Binding),
+    /// The partner acknowledged our update: `partner_expiry_s` (the PET we sent) is now the
+    /// acked-PET of `ip` (append to the lease log; feed [`super::max_lease_end`]).
+    PartnerAcked { ip: Ipv4Addr, partner_expiry_s: u64 },
+    /// The partner rejected our update (draft §7.2.2: log, do not resend at once).
+    PartnerRejected { ip: Ipv4Addr, reason: RejectReason },
+    StateChanged {
+        from: FailoverState,
+        to: FailoverState,
+        reason: ChangeReason,
+        at_ms: u64,
+    },
+    /// Close the TCP connection (anything to send was queued before this).
+    CloseConnection { reason: CloseReason },
+    /// The link is down and the connect-retry timer fired: open a connection to the partner.
+    OpenConnection,
+    /// The partner sent UPDREQALL: call [`Endpoint::queue_all_bindings`] with every binding.
+    AllBindingsRequested,
+    /// The partner finished answering our UPDREQ/UPDREQALL.
+    UpdatesDone,
+    /// The draft wants `from → to` but part 1 does not implement it; we stayed in `from`.
+    TransitionRefused {
+        from: FailoverState,
+        to: FailoverState,
+        partner: Option<FailoverState>,
+    },
+}
+
+/// [`Endpoint::connected`] while a connection is already up: close the new one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AlreadyConnected;
+
+/// An operation part 1 does not implement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unsupported;
+
+/// The connection's handshake phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    Down,
+    /// Secondary: connected, waiting for CONNECT.
+    AwaitConnect,
+    /// Primary: CONNECT sent.
+    AwaitConnectAck {
+        xid: u32,
+    },
+    /// CONNECT/CONNECTACK done, our STATE sent, waiting for the partner's STATE.
+    AwaitState,
+    /// "Communications OK" (draft §8.3): all three conditions hold.
+    Up,
+}
+
+/// The partner's last reported state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartnerState {
+    pub state: FailoverState,
+    pub startup: bool,
+    pub since_s: u64,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    xid: u32,
+    updates: Vec<Queued>,
+}
+
+/// Counters for tests and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub bndupd_sent: u64,
+    pub updates_sent: u64,
+    pub bndack_received: u64,
+    pub bndupd_received: u64,
+    pub updates_rejected: u64,
+    pub contacts_sent: u64,
+}
+
+/// One endpoint of a failover relationship. See the [module docs](super).
+#[derive(Debug)]
+pub struct Endpoint {
+    cfg: Config,
+    state: FailoverState,
+    state_since_ms: u64,
+    /// The state STARTUP resolves to (draft §9.3 steps 1–2); `None` = new relationship.
+    previous: Option<Persisted>,
+    /// Effective MCLT (a secondary may adopt the primary's).
+    mclt_s: u32,
+    timers: TimerTable,
+    link: Link,
+    next_xid: u32,
+    partner: Option<PartnerState>,
+    /// How many BNDUPDs we may have outstanding (the partner's max-unacked-bndupd).
+    partner_max_unacked: u32,
+    /// The partner's receive-timer, when it told us.
+    partner_receive_s: Option<u32>,
+    queue: UpdateQueue,
+    in_flight: VecDeque<InFlight>,
+    /// Our UPDREQ/UPDREQALL sent on this connection and not yet answered by UPDDONE.
+    our_request: Option<u32>,
+    /// The partner's UPDREQ/UPDREQALL to answer: (its xid, the last sequence that must be
+    /// acknowledged before UPDDONE).
+    pending_done: Option<(u32, u64)>,
+    /// UPDREQALL received; waiting for [`Endpoint::queue_all_bindings`].
+    pending_all: Option<u32>,
+    /// Entered RECOVER at (ms), for the RECOVER-WAIT deadline.
+    recover_since_ms: u64,
+    out: VecDeque<Output>,
+    stats: Stats,
+}
+
+fn secs(ms: u64) -> u64 {
+    ms / 1000
+}
+
+fn wire_time(s: u64) -> u32 {
+    u32::try_from(s).unwrap_or(u32::MAX)
+}
+
+impl Endpoint {
+    /// A new endpoint in STARTUP at `now_ms` (milliseconds since 1970 UTC on the caller's
+    /// clock). `persisted` is what the last run stored (`None` for a new relationship).
+    pub fn new(
+        cfg: Config,
+        persisted: Option<Persisted>,
+        now_ms: u64,
+    ) -> Result<Endpoint, ConfigError> {
+        cfg.validate()?;
+        let previous = match persisted {
+            None => None,
+            Some(p) => {
+                // Draft §9.3 step 2: a comms-OK state becomes its comms-failed result.
+                let state = p.state.after_comms_failed();
+                if !state.is_implemented() || state == FailoverState::Startup {
+                    return Err(ConfigError::UnsupportedPersistedState(p.state));
+                }
+                Some(Persisted { state, ..p })
+            }
+        };
+        let mclt_s = match (cfg.role, previous) {
+            (Role::Secondary, Some(p)) if cfg.mclt_check == MclCheck::Adopt && p.mclt_s != 0 => {
+                p.mclt_s
+            }
+            _ => cfg.mclt_s,
+        };
+        let mut timers = TimerTable::default();
+        timers.set(Timer::Startup, now_ms + u64::from(cfg.startup_s) * 1000);
+        // Try to connect at once (draft §9.3 step 4); then every connect_retry_s.
+        timers.set(Timer::ConnectRetry, now_ms);
+        let partner_max_unacked = cfg.max_unacked_bndupd;
+        Ok(Endpoint {
+            cfg,
+            state: FailoverState::Startup,
+            state_since_ms: now_ms,
+            previous,
+            mclt_s,
+            timers,
+            link: Link::Down,
+            next_xid: 0,
+            partner: None,
+            partner_max_unacked,
+            partner_receive_s: None,
+            queue: UpdateQueue::default(),
+            in_flight: VecDeque::new(),
+            our_request: None,
+            pending_done: None,
+            pending_all: None,
+            recover_since_ms: now_ms,
+            out: VecDeque::new(),
+            stats: Stats::default(),
+        })
+    }
+
+    // --- observers ----------------------------------------------------------------------
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+    pub fn state(&self) -> FailoverState {
+        self.state
+    }
+    pub fn link(&self) -> Link {
+        self.link
+    }
+    pub fn partner(&self) -> Option<PartnerState> {
+        self.partner
+    }
+    pub fn mclt_s(&self) -> u32 {
+        self.mclt_s
+    }
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+    /// Changes not yet sent (bounded by the number of distinct addresses).
+    pub fn queued_updates(&self) -> usize {
+        self.queue.len()
+    }
+    /// BNDUPDs sent and not yet acknowledged.
+    pub fn outstanding_bndupds(&self) -> usize {
+        self.in_flight.len()
+    }
+    /// The partner's max-unacked-bndupd we obey.
+    pub fn partner_max_unacked(&self) -> u32 {
+        self.partner_max_unacked
+    }
+    pub fn timer(&self, t: Timer) -> Option<u64> {
+        self.timers.get(t)
+    }
+
+    /// What to store for a restart; `None` while a new relationship is still in STARTUP.
+    pub fn persisted(&self) -> Option<Persisted> {
+        if self.state == FailoverState::Startup {
+            return self.previous;
+        }
+        Some(Persisted {
+            state: self.state,
+            entered_at_s: secs(self.state_since_ms),
+            mclt_s: self.mclt_s,
+        })
+    }
+
+    // --- the shell's calls --------------------------------------------------------------
+
+    /// Next output, in order.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// The earliest timer deadline (ms); call [`Endpoint::handle_timeout`] then.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.timers.next_timeout()
+    }
+
+    /// A TCP connection to the partner is up. The primary sends CONNECT on every connection
+    /// (ISC and [MS-DHCPF] §3.2.7.1 do; the draft's "only on connections it initiated" is
+    /// stricter but the spec note §1 allows using a secondary's stimulus connection); the
+    /// secondary waits for CONNECT. `Err` when a connection is already up (the shell closes the
+    /// new one; ISC would answer it with CONNECTACK reject 7, which needs per-connection
+    /// output — not done).
+    pub fn connected(
+        &mut self,
+        now_ms: u64,
+        initiated_by_us: bool,
+    ) -> Result<(), AlreadyConnected> {
+        let _ = initiated_by_us;
+        if self.link != Link::Down {
+            return Err(AlreadyConnected);
+        }
+        self.timers.stop(Timer::ConnectRetry);
+        self.next_xid = 0;
+        self.arm_receive(now_ms);
+        match self.cfg.role {
+            Role::Primary => {
+                let xid = self.xid();
+                let msg = self.connect_message(now_ms, xid);
+                self.link = Link::AwaitConnectAck { xid };
+                self.send(now_ms, msg);
+            }
+            Role::Secondary => self.link = Link::AwaitConnect,
+        }
+        Ok(())
+    }
+
+    /// The TCP connection closed (by the peer or an I/O error).
+    pub fn disconnected(&mut self, now_ms: u64) {
+        if self.link != Link::Down {
+            self.link_lost(now_ms);
+        }
+    }
+
+    /// A local lease change to replicate (call after it is durable, draft §8.2). Queued with
+    /// coalescing by address; sent when the link is up and the partner's window allows.
+    pub fn binding_changed(&mut self, now_ms: u64, change: Binding) {
+        self.queue.push(change);
+        self.pump(now_ms);
+    }
+
+    /// Answer to [`Output::AllBindingsRequested`]: every binding the relationship has. They are
+    /// queued (coalesced) and UPDDONE follows once all are acknowledged. Also usable without a
+    /// request (e.g. to resend everything).
+    pub fn queue_all_bindings(&mut self, now_ms: u64, all: impl IntoIterator<Item = Binding>) {
+        for b in all {
+            self.queue.push(b);
+        }
+        if let Some(xid) = self.pending_all.take() {
+            self.pending_done = Some((xid, self.queue.last_seq()));
+        }
+        self.pump(now_ms);
+        self.check_done(now_ms);
+    }
+
+    /// Several local changes at once: queued first, then sent, so they share BNDUPDs.
+    /// ([`Endpoint::binding_changed`] sends at once while the partner's window has room, so
+    /// single changes go out one per BNDUPD until the window fills; then they batch.)
+    pub fn bindings_changed(&mut self, now_ms: u64, changes: impl IntoIterator<Item = Binding>) {
+        for c in changes {
+            self.queue.push(c);
+        }
+        self.pump(now_ms);
+    }
+
+    /// Operator command: go to PARTNER-DOWN (draft §9.8.x, §9.9.x). Allowed from
+    /// COMMUNICATIONS-INTERRUPTED (and NORMAL, per the draft, though the partner is up);
+    /// refused elsewhere in part 1 (RESOLUTION-INTERRUPTED is never entered).
+    pub fn set_partner_down(&mut self, now_ms: u64) -> Result<(), Unsupported> {
+        match self.state {
+            FailoverState::CommunicationsInterrupted | FailoverState::Normal => {
+                self.enter(now_ms, FailoverState::PartnerDown, ChangeReason::Command);
+                Ok(())
+            }
+            FailoverState::PartnerDown => Ok(()),
+            _ => Err(Unsupported),
+        }
+    }
+
+    /// Handles every timer due at `now_ms`.
+    pub fn handle_timeout(&mut self, now_ms: u64) {
+        for t in Timer::VALUES {
+            if !self.timers.take_expired(t, now_ms) {
+                continue;
+            }
+            match t {
+                Timer::Receive => {
+                    if self.link != Link::Down {
+                        self.send_disconnect(now_ms, RejectReason::NoTraffic, "no traffic");
+                        self.close(now_ms, CloseReason::NoTraffic);
+                    }
+                }
+                Timer::Contact => {
+                    if matches!(self.link, Link::AwaitState | Link::Up) {
+                        let xid = self.xid();
+                        self.stats.contacts_sent += 1;
+                        let m = self.message(MessageType::Contact, now_ms, xid);
+                        self.send(now_ms, m);
+                    }
+                }
+                Timer::Startup => {
+                    if self.state == FailoverState::Startup {
+                        // [MS-DHCPF] §3.1.6.3: previous state, or COMMUNICATIONS-INTERRUPTED
+                        // when there is none (the draft would use RECOVER; seed followed).
+                        let to = self
+                            .previous
+                            .map_or(FailoverState::CommunicationsInterrupted, |p| p.state);
+                        self.enter(now_ms, to, ChangeReason::StartupTimer);
+                    }
+                }
+                Timer::SafePeriod => {
+                    if self.state == FailoverState::CommunicationsInterrupted {
+                        self.enter(
+                            now_ms,
+                            FailoverState::PartnerDown,
+                            ChangeReason::SafePeriodTimer,
+                        );
+                    }
+                }
+                Timer::ConnectRetry => {
+                    if self.link == Link::Down {
+                        self.out.push_back(Output::OpenConnection);
+                        self.timers.set(
+                            Timer::ConnectRetry,
+                            now_ms + u64::from(self.cfg.connect_retry_s) * 1000,
+                        );
+                    }
+                }
+                Timer::RecoverWait => {
+                    if self.state == FailoverState::RecoverWait {
+                        self.enter(
+                            now_ms,
+                            FailoverState::RecoverDone,
+                            ChangeReason::RecoverWaitTimer,
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// One complete failover message from the connection (deframe with
+    /// [`crate::proto::wire::failover::Deframer`]; a deframing error → pass the
+    /// [`FrameError`] to [`Endpoint::frame_error`]). `local` answers the conflict analysis of
+    /// received BNDUPDs (draft §7.1.3).
+    pub fn receive_frame(&mut self, now_ms: u64, bytes: &[u8], local: &impl LocalBindings) {
+        if self.link == Link::Down {
+            return;
+        }
+        let msg = match FailoverMessage::parse(bytes) {
+            Ok(m) => m,
+            Err(e) => return self.frame_error(now_ms, e),
+        };
+        self.arm_receive(now_ms);
+        let mt = msg.message_type();
+        if let MessageType::Unknown(_) = mt {
+            return; // 128–255: optional extensions, ignored (draft §6.1)
+        }
+        let skew = i64::from(msg.time()) - secs(now_ms) as i64;
+        if mt != MessageType::Connect && skew.unsigned_abs() > u64::from(self.cfg.max_clock_skew_s)
+        {
+            // [MS-DHCPF] §3.1.5: close. The draft allows any stable skew (§5.10); we enforce
+            // the configured maximum on every message in every dialect, like ISC (60 s).
+            self.send_disconnect(now_ms, RejectReason::TimeMismatch, "time skew too large");
+            return self.close(now_ms, CloseReason::TimeSkew { skew_s: skew });
+        }
+        match (self.link, mt) {
+            (_, MessageType::Disconnect) => {
+                if self.cfg.dialect == Dialect::Microsoft {
+                    return; // [MS-DHCPF] §3.1.5.8: dropped (the draft closes)
+                }
+                let r = msg
+                    .reject_reason()
+                    .unwrap_or(RejectReason::NoMatchingReason);
+                self.close(now_ms, CloseReason::PeerDisconnected(r));
+            }
+            // A primary receiving CONNECT is rejected in validation (role conflict, reason 8).
+            (Link::AwaitConnect | Link::AwaitConnectAck { .. }, MessageType::Connect) => {
+                self.on_connect(now_ms, &msg)
+            }
+            (Link::AwaitConnectAck { xid }, MessageType::ConnectAck) => {
+                if msg.xid() == xid {
+                    self.on_connect_ack(now_ms, &msg);
+                } // else: draft §7.9.2 step 2, ignore
+            }
+            (Link::AwaitState | Link::Up, MessageType::State) => self.on_state(now_ms, &msg),
+            (Link::AwaitState | Link::Up, MessageType::Contact) => {}
+            (Link::Up, MessageType::BndUpd) => self.on_bndupd(now_ms, &msg, local),
+            (Link::Up, MessageType::BndAck) => self.on_bndack(now_ms, &msg),
+            (Link::Up, MessageType::UpdReq) => {
+                self.pending_all = None;
+                self.pending_done = Some((msg.xid(), self.queue.last_seq()));
+                self.check_done(now_ms);
+            }
+            (Link::Up, MessageType::UpdReqAll) => {
+                self.pending_done = None;
+                self.pending_all = Some(msg.xid());
+                self.out.push_back(Output::AllBindingsRequested);
+            }
+            (Link::Up, MessageType::UpdDone) => self.on_upddone(now_ms),
+            // Pool balancing is part 2; POOLREQ/POOLRESP are ignored (MS drops them too).
+            (Link::Up, MessageType::PoolReq | MessageType::PoolResp) => {}
+            (_, other) => self.protocol_error(now_ms, ProtocolError::Unexpected(other)),
+        }
+    }
+
+    /// The deframer failed: framing is lost, close.
+    pub fn frame_error(&mut self, now_ms: u64, e: FrameError) {
+        if self.link != Link::Down {
+            self.protocol_error(now_ms, ProtocolError::Frame(e));
+        }
+    }
+
+    // --- handshake ----------------------------------------------------------------------
+
+    fn connect_message(&mut self, now_ms: u64, xid: u32) -> Message {
+        let d = self.cfg.dialect;
+        let mut m = self
+            .message(MessageType::Connect, now_ms, xid)
+            .with(code::RELATIONSHIP_NAME, self.cfg.name_bytes())
+            .with(
+                code::MAX_UNACKED_BNDUPD,
+                self.cfg.max_unacked_bndupd.to_be_bytes(),
+            )
+            .with(code::RECEIVE_TIMER, self.cfg.treceive_s.to_be_bytes())
+            .with(
+                code::VENDOR_CLASS_IDENTIFIER,
+                encode_text(d, &self.cfg.vendor_class),
+            )
+            .with(code::PROTOCOL_VERSION, [PROTOCOL_VERSION]);
+        if d != Dialect::Microsoft {
+            m = m.with(code::TLS_REQUEST, [0]);
+        }
+        m.with(code::MCLT, self.mclt_s.to_be_bytes())
+            .with(code::HASH_BUCKET_ASSIGNMENT, self.cfg.hba)
+    }
+
+    fn name_matches(&self, got: Option<&[u8]>) -> bool {
+        let Some(mut got) = got else { return false };
+        if self.cfg.dialect == Dialect::Microsoft {
+            got = got.strip_suffix(&[0, 0]).unwrap_or(got);
+        }
+        got == self.cfg.name_bytes().as_slice()
+    }
+
+    /// Secondary: validate CONNECT in draft §7.8.2 order.
+    fn validate_connect(&self, now_ms: u64, m: &FailoverMessage<'_>) -> Result<(), RejectReason> {
+        let ms = self.cfg.dialect == Dialect::Microsoft;
+        if self.cfg.role == Role::Primary {
+            return Err(RejectReason::InvalidPartner); // both sides think they are primary
+        }
+        match m.protocol_version() {
+            Some(PROTOCOL_VERSION) => {}
+            Some(_) if ms => {} // MS: value not used
+            _ => return Err(RejectReason::ProtocolVersionMismatch),
+        }
+        if !ms && m.tls_request() == Some(2) {
+            return Err(RejectReason::TlsNotSupported);
+        }
+        if m.message_digest().is_some() {
+            return Err(RejectReason::DigestNotSupported);
+        }
+        if !self.name_matches(m.relationship_name()) {
+            return Err(RejectReason::InvalidPartner);
+        }
+        let skew = i64::from(m.time()) - secs(now_ms) as i64;
+        if skew.unsigned_abs() > u64::from(self.cfg.max_clock_skew_s) {
+            return Err(RejectReason::TimeMismatch);
+        }
+        match m.mclt_s() {
+            None | Some(0) => return Err(RejectReason::InvalidMclt),
+            Some(v) if self.cfg.mclt_check == MclCheck::RequireEqual && v != self.cfg.mclt_s => {
+                return Err(RejectReason::InvalidMclt)
+            }
+            Some(_) => {}
+        }
+        // ISC requires the 32-byte HBA; the draft makes it a MUST. MS ignores its value.
+        if m.hash_bucket_assignment().is_none() && !ms {
+            return Err(RejectReason::HashBucketConflict);
+        }
+        match (m.max_unacked_bndupd(), m.receive_timer_s()) {
+            (Some(n), Some(t)) if n >= 1 && t >= 1 => Ok(()),
+            _ => Err(RejectReason::UnknownReason),
+        }
+    }
+
+    fn on_connect(&mut self, now_ms: u64, m: &FailoverMessage<'_>) {
+        let xid = m.xid();
+        let d = self.cfg.dialect;
+        let mut ack = self
+            .message(MessageType::ConnectAck, now_ms, xid)
+            .with(code::RELATIONSHIP_NAME, self.cfg.name_bytes());
+        if let Err(reason) = self.validate_connect(now_ms, m) {
+            ack = ack
+                .with(code::PROTOCOL_VERSION, [PROTOCOL_VERSION])
+                .with(code::REJECT_REASON, [reason.to_u8()])
+                .with(code::MESSAGE, reason.name().as_bytes());
+            self.send(now_ms, ack);
+            return self.close(now_ms, CloseReason::RejectedConnect(reason));
+        }
+        if d != Dialect::Microsoft {
+            // Draft §7.8.2: adopt the primary's parameters. MS: own configuration only.
+            self.partner_max_unacked = m.max_unacked_bndupd().unwrap_or(1).max(1);
+            self.partner_receive_s = m.receive_timer_s();
+            if self.cfg.mclt_check == MclCheck::Adopt {
+                self.mclt_s = m.mclt_s().unwrap_or(self.mclt_s);
+            }
+        }
+        ack = ack
+            .with(
+                code::MAX_UNACKED_BNDUPD,
+                self.cfg.max_unacked_bndupd.to_be_bytes(),
+            )
+            .with(code::RECEIVE_TIMER, self.cfg.treceive_s.to_be_bytes())
+            .with(
+                code::VENDOR_CLASS_IDENTIFIER,
+                encode_text(d, &self.cfg.vendor_class),
+            )
+            .with(code::PROTOCOL_VERSION, [PROTOCOL_VERSION]);
+        if d != Dialect::Microsoft && m.tls_request().is_some() {
+            ack = ack.with(code::TLS_REPLY, [0]);
+        }
+        self.send(now_ms, ack);
+        self.handshake_done(now_ms);
+    }
+
+    fn on_connect_ack(&mut self, now_ms: u64, m: &FailoverMessage<'_>) {
+        if let Some(r) = m.reject_reason() {
+            return self.close(now_ms, CloseReason::PeerRejected(r));
+        }
+        let bad = if !self.name_matches(m.relationship_name()) {
+            Some(RejectReason::InvalidPartner)
+        } else if m.protocol_version() != Some(PROTOCOL_VERSION)
+            && self.cfg.dialect != Dialect::Microsoft
+        {
+            Some(RejectReason::ProtocolVersionMismatch)
+        } else {
+            None
+        };
+        if let Some(r) = bad {
+            self.send_disconnect(now_ms, r, r.name());
+            return self.close(
+                now_ms,
+                CloseReason::Protocol(ProtocolError::BadConnectAck(r)),
+            );
+        }
+        let skew = i64::from(m.time()) - secs(now_ms) as i64;
+        if skew.unsigned_abs() > u64::from(self.cfg.max_clock_skew_s) {
+            self.send_disconnect(now_ms, RejectReason::TimeMismatch, "time skew too large");
+            return self.close(now_ms, CloseReason::TimeSkew { skew_s: skew });
+        }
+        if self.cfg.dialect != Dialect::Microsoft {
+            if let Some(n) = m.max_unacked_bndupd() {
+                self.partner_max_unacked = n.max(1);
+            }
+            self.partner_receive_s = m.receive_timer_s();
+        }
+        self.handshake_done(now_ms);
+    }
+
+    /// After an accepting CONNECTACK was sent or received: STATE, then tSend runs
+    /// ([MS-DHCPF] §3.1.7.3; draft §7.8.2, §7.9.2).
+    fn handshake_done(&mut self, now_ms: u64) {
+        self.link = Link::AwaitState;
+        self.send_state(now_ms);
+    }
+
+    fn tsend_ms(&self) -> u64 {
+        let own = self.cfg.tsend_s;
+        let t = match (self.cfg.dialect, self.partner_receive_s) {
+            (Dialect::Microsoft, _) | (_, None) => own,
+            (_, Some(r)) => own.min((r / 3).max(1)),
+        };
+        u64::from(t) * 1000
+    }
+
+    // --- state machine ------------------------------------------------------------------
+
+    fn reported_state(&self) -> (FailoverState, bool, u64) {
+        if self.state == FailoverState::Startup {
+            // Draft §9.3: previous state with S=1; a new relationship reports RECOVER.
+            match self.previous {
+                Some(p) => (p.state, true, p.entered_at_s),
+                None => (FailoverState::Recover, true, secs(self.state_since_ms)),
+            }
+        } else {
+            (self.state, false, secs(self.state_since_ms))
+        }
+    }
+
+    fn send_state(&mut self, now_ms: u64) {
+        let (state, startup, since) = self.reported_state();
+        let xid = self.xid();
+        let m = self
+            .message(MessageType::State, now_ms, xid)
+            .with(code::SERVER_STATE, [state.wire()])
+            .with(
+                code::SERVER_FLAGS,
+                [if startup { SERVER_FLAG_STARTUP } else { 0 }],
+            )
+            .with(code::START_TIME_OF_STATE, wire_time(since).to_be_bytes());
+        self.send(now_ms, m);
+    }
+
+    fn on_state(&mut self, now_ms: u64, m: &FailoverMessage<'_>) {
+        let Some(state) = m.server_state().and_then(FailoverState::from_server_state) else {
+            // Unknown state code: a peer we cannot work with (ISC goes SHUTDOWN here).
+            return self.protocol_error(now_ms, ProtocolError::Unexpected(MessageType::State));
+        };
+        let startup = m.server_flags().unwrap_or(0) & SERVER_FLAG_STARTUP != 0;
+        let since_s = u64::from(m.start_time_of_state().unwrap_or(0));
+        self.partner = Some(PartnerState {
+            state,
+            startup,
+            since_s,
+        });
+        if self.link == Link::AwaitState {
+            self.link = Link::Up;
+            self.timers.stop(Timer::SafePeriod);
+            self.comms_ok(now_ms);
+        } else {
+            self.apply_partner_state(now_ms);
+        }
+        self.pump(now_ms);
+    }
+
+    /// Draft §8.3 "communications OK" reached on this connection.
+    fn comms_ok(&mut self, now_ms: u64) {
+        let Some(partner) = self.partner else { return };
+        let fresh = self.previous.is_none();
+        if self.state == FailoverState::Startup {
+            // Draft §9.3 step 5.
+            let target = if partner.state == FailoverState::PartnerDown && !partner.startup {
+                let our_last = self.previous.map_or(0, |p| p.entered_at_s);
+                if partner.since_s > our_last {
+                    FailoverState::Recover
+                } else {
+                    return self.refuse(now_ms, FailoverState::PotentialConflict);
+                }
+            } else if fresh {
+                // [MS-DHCPF] §3.1.3: a new relationship goes to RECOVER (draft: previous
+                // state RECOVER, same result).
+                FailoverState::Recover
+            } else {
+                self.previous.map_or(FailoverState::Recover, |p| p.state)
+            };
+            self.enter(now_ms, target, ChangeReason::CommunicationsOk);
+        } else if fresh && self.state == FailoverState::CommunicationsInterrupted {
+            // Startup timer expired before the partner appeared: still a new relationship.
+            self.enter(
+                now_ms,
+                FailoverState::Recover,
+                ChangeReason::CommunicationsOk,
+            );
+        } else {
+            // Re-announce; entry actions of the current state that need the link.
+            self.send_state(now_ms);
+            self.link_entry_actions(now_ms, None);
+        }
+        if self.link == Link::Up {
+            self.apply_partner_state(now_ms);
+        }
+    }
+
+    fn apply_partner_state(&mut self, now_ms: u64) {
+        // A few steps at most: e.g. COMM-INT → NORMAL, then NORMAL + partner NORMAL = stay.
+        for _ in 0..3 {
+            let Some(p) = self.partner else { return };
+            if self.state == FailoverState::Startup || self.link != Link::Up {
+                return;
+            }
+            match on_partner_state(self.state, p.state, p.startup) {
+                Decision::Stay => return,
+                Decision::Enter(to) => self.enter(now_ms, to, ChangeReason::PartnerState(p.state)),
+                Decision::Unsupported { to } => return self.refuse(now_ms, to),
+            }
+        }
+    }
+
+    fn refuse(&mut self, now_ms: u64, to: FailoverState) {
+        self.out.push_back(Output::TransitionRefused {
+            from: self.state,
+            to,
+            partner: self.partner.map(|p| p.state),
+        });
+        if self.link != Link::Down {
+            self.send_disconnect(
+                now_ms,
+                RejectReason::UnknownReason,
+                "transition not supported",
+            );
+            self.close(now_ms, CloseReason::Unsupported { to });
+        }
+    }
+
+    fn enter(&mut self, now_ms: u64, to: FailoverState, reason: ChangeReason) {
+        debug_assert!(to.is_implemented() && to != FailoverState::Startup);
+        let from = self.state;
+        if from == to {
+            return;
+        }
+        self.state = to;
+        self.state_since_ms = now_ms;
+        self.out.push_back(Output::StateChanged {
+            from,
+            to,
+            reason,
+            at_ms: now_ms,
+        });
+        if from == FailoverState::Startup {
+            self.timers.stop(Timer::Startup);
+        }
+        if to == FailoverState::Normal {
+            // Persisted history from now on: no longer a new relationship.
+            self.previous = self.persisted();
+        }
+        match (to, self.cfg.safe_period_s) {
+            (FailoverState::CommunicationsInterrupted, Some(s)) => self
+                .timers
+                .set(Timer::SafePeriod, now_ms + u64::from(s) * 1000),
+            _ => self.timers.stop(Timer::SafePeriod),
+        }
+        if to == FailoverState::Recover {
+            self.recover_since_ms = now_ms;
+        }
+        if to == FailoverState::RecoverWait {
+            let at = self.recover_since_ms + u64::from(self.mclt_s) * 1000;
+            self.timers.set(Timer::RecoverWait, at.max(now_ms));
+        } else {
+            self.timers.stop(Timer::RecoverWait);
+        }
+        if self.link == Link::Up {
+            self.send_state(now_ms);
+            self.link_entry_actions(now_ms, Some(from));
+        }
+    }
+
+    /// Entry actions that need communications.
+    fn link_entry_actions(&mut self, now_ms: u64, from: Option<FailoverState>) {
+        match self.state {
+            FailoverState::Recover if self.our_request.is_none() => {
+                // [MS-DHCPF] §3.1.7.1: UPDREQ on entering RECOVER; a new relationship (no
+                // record of the partner) asks for everything (draft §9.5.2, ISC always does).
+                let t = if self.previous.is_none() {
+                    MessageType::UpdReqAll
+                } else {
+                    MessageType::UpdReq
+                };
+                self.send_update_request(now_ms, t);
+            }
+            FailoverState::Normal
+                if matches!(
+                    from,
+                    None | Some(
+                        FailoverState::CommunicationsInterrupted | FailoverState::PartnerDown
+                    )
+                ) && self.our_request.is_none() =>
+            {
+                // Back from an outage: ask for whatever the partner changed meanwhile that we
+                // have not acknowledged (it also resends them on entering NORMAL, §9.8.1).
+                self.send_update_request(now_ms, MessageType::UpdReq);
+            }
+            _ => {}
+        }
+    }
+
+    fn send_update_request(&mut self, now_ms: u64, t: MessageType) {
+        let xid = self.xid();
+        self.our_request = Some(xid);
+        let m = self.message(t, now_ms, xid);
+        self.send(now_ms, m);
+    }
+
+    fn on_upddone(&mut self, now_ms: u64) {
+        if self.our_request.take().is_none() {
+            return; // unsolicited: harmless
+        }
+        self.out.push_back(Output::UpdatesDone);
+        if self.state == FailoverState::Recover {
+            // ISC rule (spec note §10.4): wait until RECOVER entry + MCLT unless the partner is
+            // recovering too (both fresh) or that time has passed. The draft counts from the
+            // time we went down; we do not know it for a new relationship.
+            let partner_recovering = self.partner.is_some_and(|p| {
+                matches!(
+                    p.state,
+                    FailoverState::Recover
+                        | FailoverState::RecoverWait
+                        | FailoverState::RecoverDone
+                )
+            });
+            let wait_until = self.recover_since_ms + u64::from(self.mclt_s) * 1000;
+            let to = if partner_recovering || wait_until <= now_ms {
+                FailoverState::RecoverDone
+            } else {
+                FailoverState::RecoverWait
+            };
+            self.enter(now_ms, to, ChangeReason::UpdatesDone);
+            self.apply_partner_state(now_ms);
+        }
+    }
+
+    // --- connection loss ----------------------------------------------------------------
+
+    fn close(&mut self, now_ms: u64, reason: CloseReason) {
+        if self.link == Link::Down {
+            return;
+        }
+        self.out.push_back(Output::CloseConnection { reason });
+        self.link_lost(now_ms);
+    }
+
+    fn link_lost(&mut self, now_ms: u64) {
+        let was_up = self.link == Link::Up;
+        self.link = Link::Down;
+        self.timers.stop(Timer::Contact);
+        self.timers.stop(Timer::Receive);
+        // Draft §8.6: un-ACKed updates are re-sent on the next connection (new xids).
+        let mut back = Vec::new();
+        for f in self.in_flight.drain(..) {
+            back.extend(f.updates);
+        }
+        self.queue.requeue_front(back);
+        self.our_request = None;
+        self.pending_done = None;
+        self.pending_all = None;
+        if !self.timers.is_armed(Timer::ConnectRetry) {
+            self.timers.set(
+                Timer::ConnectRetry,
+                now_ms + u64::from(self.cfg.connect_retry_s) * 1000,
+            );
+        }
+        if was_up {
+            let to = self.state.after_comms_failed();
+            if to != self.state {
+                self.enter(now_ms, to, ChangeReason::CommunicationsFailed);
+            }
+        }
+    }
+
+    fn protocol_error(&mut self, now_ms: u64, e: ProtocolError) {
+        self.send_disconnect(now_ms, RejectReason::UnknownReason, "protocol error");
+        self.close(now_ms, CloseReason::Protocol(e));
+    }
+
+    fn send_disconnect(&mut self, now_ms: u64, r: RejectReason, text: &str) {
+        if self.link == Link::Down {
+            return;
+        }
+        let xid = self.xid();
+        let m = self
+            .message(MessageType::Disconnect, now_ms, xid)
+            .with(code::REJECT_REASON, [r.to_u8()])
+            .with(code::MESSAGE, text.as_bytes());
+        self.send(now_ms, m);
+    }
+
+    // --- replication: sending -----------------------------------------------------------
+
+    /// Sends BNDUPDs while the link is up, changes are queued and the partner's window
+    /// (max-unacked-bndupd) has room.
+    fn pump(&mut self, now_ms: u64) {
+        while self.link == Link::Up
+            && !self.queue.is_empty()
+            && self.in_flight.len() < self.partner_max_unacked as usize
+        {
+            let xid = self.xid();
+            let mut m = self.message(MessageType::BndUpd, now_ms, xid);
+            let mut updates = Vec::new();
+            let mut len = m.encoded_len();
+            while updates.len() < self.cfg.batch() {
+                let Some(q) = self.queue.pop() else { break };
+                let opts = self.encode_update(&q.binding);
+                let add: usize = opts.iter().map(|(_, v)| OPTION_HEADER_LEN + v.len()).sum();
+                if !updates.is_empty() && len + add > MAX_MESSAGE_LEN {
+                    self.queue.requeue_front(vec![q]);
+                    break;
+                }
+                len += add;
+                m.options.extend(opts);
+                updates.push(q);
+            }
+            debug_assert!(!updates.is_empty() && updates.len() <= super::MAX_UPDATES_PER_BNDUPD);
+            self.stats.bndupd_sent += 1;
+            self.stats.updates_sent += updates.len() as u64;
+            self.in_flight.push_back(InFlight { xid, updates });
+            self.send(now_ms, m);
+        }
+    }
+
+    fn encode_update(&self, b: &Binding) -> Vec<(u16, Vec<u8>)> {
+        let ms = self.cfg.dialect == Dialect::Microsoft;
+        let (status, flags) = if ms {
+            ms_status::encode(b.status)
+        } else {
+            (b.status.to_u8(), b.flags)
+        };
+        let mut o = vec![
+            (code::ASSIGNED_IP_ADDRESS, b.ip.octets().to_vec()),
+            (code::BINDING_STATUS, vec![status]),
+        ];
+        if ms {
+            o.push((code::IP_FLAGS, vec![flags as u8])); // MS: 1 byte, MUST be present
+        } else if flags != 0 {
+            o.push((code::IP_FLAGS, flags.to_be_bytes().to_vec()));
+        }
+        if let Some(hw) = &b.hardware {
+            let mut v = vec![hw.htype];
+            v.extend_from_slice(hw.addr());
+            o.push((code::CLIENT_HARDWARE_ADDRESS, v));
+        }
+        if let Some(id) = &b.client_id {
+            o.push((code::CLIENT_IDENTIFIER, id.to_vec()));
+        }
+        let t = |c: u16, s: u64| (c, wire_time(s).to_be_bytes().to_vec());
+        if b.status == BindingStatus::Active {
+            o.push(t(code::LEASE_EXPIRATION_TIME, b.expires_s));
+            o.push(t(code::POTENTIAL_EXPIRATION_TIME, b.pet_s));
+        }
+        if b.cltt_s != 0 {
+            o.push(t(code::CLIENT_LAST_TRANSACTION_TIME, b.cltt_s));
+        }
+        if b.stos_s != 0 {
+            o.push(t(code::START_TIME_OF_STATE, b.stos_s));
+        }
+        o
+    }
+
+    fn on_bndack(&mut self, now_ms: u64, m: &FailoverMessage<'_>) {
+        self.stats.bndack_received += 1;
+        let xid = m.xid();
+        // In order: a BNDACK must answer the oldest outstanding BNDUPD.
+        if self.in_flight.front().is_none_or(|f| f.xid != xid) {
+            return self.protocol_error(now_ms, ProtocolError::BndAckOutOfOrder { xid });
+        }
+        let front = &self.in_flight[0];
+        let acks: Vec<Options<'_>> = m.transactions().collect();
+        let same = acks.len() == front.updates.len()
+            && acks
+                .iter()
+                .zip(&front.updates)
+                .all(|(a, q)| a.assigned_ip_address() == Some(q.binding.ip));
+        if !same {
+            return self.protocol_error(now_ms, ProtocolError::BndAckMismatch { xid });
+        }
+        let Some(done) = self.in_flight.pop_front() else {
+            return;
+        };
+        for (a, q) in acks.iter().zip(done.updates) {
+            let ip = q.binding.ip;
+            match a.reject_reason() {
+                None => self.out.push_back(Output::PartnerAcked {
+                    ip,
+                    partner_expiry_s: q.binding.pet_s,
+                }),
+                Some(reason) => {
+                    self.stats.updates_rejected += 1;
+                    self.out.push_back(Output::PartnerRejected { ip, reason });
+                }
+            }
+        }
+        self.check_done(now_ms);
+        self.pump(now_ms);
+    }
+
+    /// Sends UPDDONE once every update pending at the partner's request is acknowledged.
+    fn check_done(&mut self, now_ms: u64) {
+        let Some((xid, barrier)) = self.pending_done else {
+            return;
+        };
+        let oldest = [
+            self.in_flight
+                .front()
+                .and_then(|f| f.updates.first())
+                .map(|q| q.seq),
+            self.queue.front_seq(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        if oldest.is_none_or(|s| s > barrier) {
+            self.pending_done = None;
+            let m = self.message(MessageType::UpdDone, now_ms, xid);
+            self.send(now_ms, m);
+        }
+    }
+
+    // --- replication: receiving ---------------------------------------------------------
+
+    fn decode_update(&self, t: &Options<'_>, local: &Lookup) -> Option<Binding> {
+        let ip = t.assigned_ip_address()?;
+        let flags = t.ip_flags().unwrap_or(0);
+        let status = match (self.cfg.dialect, t.binding_status_raw()) {
+            (_, None) => BindingStatus::Unknown(0),
+            (Dialect::Microsoft, Some(raw)) => {
+                // The seed disambiguates 1/2 (FREE/BACKUP vs ACTIVE/DECLINED) by "no lease
+                // record"; a lease update also MUST carry the hardware address and an
+                // ownership update MUST NOT (§3.1.5.2), so that counts as a record too.
+                let record =
+                    matches!(local, Lookup::Known(_)) || t.client_hardware_address().is_some();
+                ms_status::decode(raw, flags, record)
+            }
+            (_, Some(raw)) => BindingStatus::from_u8(raw),
+        };
+        let t32 = |v: Option<u32>| v.map_or(0, u64::from);
+        Some(Binding {
+            ip,
+            status,
+            flags: if self.cfg.dialect == Dialect::Microsoft {
+                0
+            } else {
+                flags
+            },
+            hardware: t
+                .client_hardware_address()
+                .and_then(|h| HwAddr::new(h.htype, h.chaddr)),
+            client_id: t.client_identifier().map(Into::into),
+            expires_s: t32(t.lease_expiration_time()),
+            pet_s: t32(t.potential_expiration_time()),
+            cltt_s: t32(t.client_last_transaction_time()),
+            stos_s: t32(t.start_time_of_state()),
+        })
+    }
+
+    fn on_bndupd(&mut self, now_ms: u64, m: &FailoverMessage<'_>, local: &impl LocalBindings) {
+        self.stats.bndupd_received += 1;
+        let limit = match self.cfg.dialect {
+            Dialect::Microsoft => super::MAX_UPDATES_PER_BNDUPD, // [MS-DHCPF] §3.1.5.2
+            _ => usize::MAX,
+        };
+        let xid = m.xid();
+        let mut ack = self.message(MessageType::BndAck, now_ms, xid);
+        for t in m.transactions().take(limit) {
+            let Some(ip) = t.assigned_ip_address() else {
+                return self.protocol_error(now_ms, ProtocolError::Unexpected(MessageType::BndUpd));
+            };
+            ack.options
+                .push((code::ASSIGNED_IP_ADDRESS, ip.octets().to_vec()));
+            let found = local.lookup(ip);
+            let verdict = match (&found, self.decode_update(&t, &found)) {
+                (_, None) => Err(RejectReason::MissingBindingInformation),
+                (Lookup::NotInPool, _) => Err(RejectReason::IllegalIpAddress),
+                (Lookup::NoRecord, Some(b)) => {
+                    accept_update(self.cfg.role, None, &b, secs(now_ms)).map(|()| b)
+                }
+                (Lookup::Known(l), Some(b)) => {
+                    accept_update(self.cfg.role, Some(l), &b, secs(now_ms)).map(|()| b)
+                }
+            };
+            match verdict {
+                Ok(b) => self.out.push_back(Output::ApplyBinding(b)),
+                Err(r) => {
+                    ack.options.push((code::REJECT_REASON, vec![r.to_u8()]));
+                    ack.options
+                        .push((code::MESSAGE, r.name().as_bytes().to_vec()));
+                }
+            }
+        }
+        // The ApplyBinding outputs precede this Send: the shell commits them first (§7.1.4).
+        self.send(now_ms, ack);
+    }
+
+    // --- sending ------------------------------------------------------------------------
+
+    fn xid(&mut self) -> u32 {
+        let x = self.next_xid;
+        self.next_xid = self.next_xid.wrapping_add(1);
+        x
+    }
+
+    fn message(&self, t: MessageType, now_ms: u64, xid: u32) -> Message {
+        let mut m = Message::new(t, wire_time(secs(now_ms)), xid);
+        if self.cfg.dialect == Dialect::Microsoft {
+            m.payload_offset = MS_PAYLOAD_OFFSET;
+        }
+        m
+    }
+
+    fn send(&mut self, now_ms: u64, m: Message) {
+        let mut buf = Vec::with_capacity(m.encoded_len());
+        // Our messages are bounded (≤ 16 updates, ≤ 2048 bytes, checked in `pump`); a BNDACK
+        // lists at most as many transactions as the (≤ 64 KiB) BNDUPD it answers.
+        if m.encode(&mut buf).is_err() {
+            return self.protocol_error(now_ms, ProtocolError::Oversized);
+        }
+        self.out.push_back(Output::Send(buf));
+        if matches!(self.link, Link::AwaitState | Link::Up) {
+            self.timers.set(Timer::Contact, now_ms + self.tsend_ms());
+        }
+    }
+
+    fn arm_receive(&mut self, now_ms: u64) {
+        self.timers.set(
+            Timer::Receive,
+            now_ms + u64::from(self.cfg.treceive_s) * 1000,
+        );
+    }
+}
