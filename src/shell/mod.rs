@@ -259,6 +259,9 @@ impl DropReport {
 /// Writes the whole lease table into a lease log snapshot while the workers keep serving (the
 /// table is read a chunk at a time, never locked for long).
 pub fn compact(server: &Server, log: &LeaseLog) {
+    // Workers answer clients; compaction can wait. On a box whose cores are all busy, a
+    // compaction at normal priority would take its share of a worker's core.
+    let _background = BackgroundPriority::enter();
     let started = Instant::now();
     let mut bindings = Vec::new();
     server.leases.visit_records(|c| {
@@ -283,6 +286,35 @@ pub fn compact(server: &Server, log: &LeaseLog) {
             "lease log compacted"
         ),
         Err(e) => tracing::error!("lease log compaction failed: {e}"),
+    }
+}
+
+/// Lowers the calling thread to the lowest scheduling priority until dropped.
+struct BackgroundPriority {
+    previous: libc::c_int,
+}
+
+impl BackgroundPriority {
+    fn enter() -> Self {
+        // SAFETY: gettid and get/setpriority take no pointers; PRIO_PROCESS with a thread id
+        // changes only this thread's nice value on Linux.
+        unsafe {
+            let tid = libc::gettid() as libc::id_t;
+            let previous = libc::getpriority(libc::PRIO_PROCESS, tid);
+            libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+            BackgroundPriority { previous }
+        }
+    }
+}
+
+impl Drop for BackgroundPriority {
+    fn drop(&mut self) {
+        // SAFETY: as in `enter`. Raising the priority back needs CAP_SYS_NICE unless it is the
+        // value the thread had; when it fails, the thread just stays in the background.
+        unsafe {
+            let tid = libc::gettid() as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, self.previous);
+        }
     }
 }
 
