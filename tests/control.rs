@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,6 +67,16 @@ listen = "{metrics}"
     )
 }
 
+/// What a reply said.
+#[derive(Debug)]
+struct Answer {
+    message_type: MessageType,
+    yiaddr: Ipv4Addr,
+    lease_time_s: Option<u32>,
+    /// Option 6, as sent.
+    dns: Option<Vec<u8>>,
+}
+
 /// A relay agent on loopback forwarding requests of numbered simulated clients.
 struct Relay {
     socket: UdpSocket,
@@ -101,6 +111,18 @@ impl Relay {
         requested: Option<Ipv4Addr>,
         server_id: Option<Ipv4Addr>,
     ) -> Option<(MessageType, Ipv4Addr)> {
+        self.exchange(index, msg, requested, server_id)
+            .map(|a| (a.message_type, a.yiaddr))
+    }
+
+    /// Sends one request and waits (at most [`ANSWER_WAIT`]) for the answer to it.
+    fn exchange(
+        &self,
+        index: u32,
+        msg: MessageType,
+        requested: Option<Ipv4Addr>,
+        server_id: Option<Ipv4Addr>,
+    ) -> Option<Answer> {
         let mut buf = [0u8; 1500];
         let xid = index ^ ((msg as u32) << 24);
         let mut w = PacketWriter::new(&mut buf, 600);
@@ -116,6 +138,8 @@ impl Relay {
         if let Some(ip) = server_id {
             w.push_ip(code::SERVER_ID, ip).unwrap();
         }
+        w.push(code::PARAMETER_REQUEST_LIST, &[code::DNS_SERVERS])
+            .unwrap();
         let len = w.finish();
         self.socket.send_to(&buf[..len], self.server).unwrap();
         let deadline = Instant::now() + ANSWER_WAIT;
@@ -126,7 +150,12 @@ impl Relay {
                         continue;
                     };
                     if reply.xid() == xid {
-                        return Some((reply.message_type(), reply.yiaddr()));
+                        return Some(Answer {
+                            message_type: reply.message_type(),
+                            yiaddr: reply.yiaddr(),
+                            lease_time_s: reply.lease_time_s(),
+                            dns: reply.option(code::DNS_SERVERS).map(<[u8]>::to_vec),
+                        });
                     }
                 }
                 Err(e)
@@ -138,6 +167,29 @@ impl Relay {
             }
         }
         None
+    }
+
+    /// A DISCOVER's OFFER.
+    fn offer(&self, index: u32) -> Answer {
+        match self.exchange(index, MessageType::Discover, None, None) {
+            Some(a) if a.message_type == MessageType::Offer => a,
+            other => panic!("client {index}: DISCOVER answered with {other:?}"),
+        }
+    }
+
+    /// A whole DORA, or what went wrong.
+    fn try_dora(&self, index: u32) -> Result<Answer, String> {
+        let offer = match self.exchange(index, MessageType::Discover, None, None) {
+            Some(a) if a.message_type == MessageType::Offer => a,
+            other => return Err(format!("client {index}: DISCOVER answered with {other:?}")),
+        };
+        let offered = offer.yiaddr;
+        match self.exchange(index, MessageType::Request, Some(offered), Some(SERVER)) {
+            Some(a) if a.message_type == MessageType::Ack && a.yiaddr == offered => Ok(a),
+            other => Err(format!(
+                "client {index}: REQUEST for {offered} answered with {other:?}"
+            )),
+        }
     }
 
     fn discover(&self, index: u32) -> Ipv4Addr {
@@ -483,27 +535,139 @@ fn control_and_metrics_in_process() {
     let snapshot = ctl(&socket, CtlCommand::Top { count: None }, false).unwrap();
     assert!(!snapshot.contains('\x1b'));
 
-    // reload: unchanged, then a change that needs a restart.
+    // reload: unchanged; then new DNS servers and lease time, applied live; then a change
+    // that needs a restart, refused.
     assert_eq!(
         ctl(&socket, CtlCommand::Reload, false).unwrap(),
         "no changes\n"
     );
+    let before = relay.offer(300);
+    assert_eq!((before.lease_time_s, before.dns), (Some(3600), None));
+    let live = config_text(port, dir.path(), "127.20.0.1-127.20.0.254", "127.0.0.1:0").replace(
+        "lease_time = 3600",
+        "lease_time = 7200\ndns = [\"127.0.0.53\", \"127.0.0.54\"]",
+    );
+    std::fs::write(&config_path, &live).unwrap();
+    let reloaded = client.call(&json!({"cmd": "reload"})).unwrap();
+    assert_eq!(reloaded["changed"], json!(true), "{reloaded}");
+    assert_eq!(
+        reloaded["applied"],
+        json!([
+            "subnet[0].lease_time",
+            "subnet[0].renewal_time",
+            "subnet[0].rebinding_time",
+            "subnet[0].dns",
+        ])
+    );
+    let new_dns = Some(vec![127, 0, 0, 53, 127, 0, 0, 54]);
+    let after = relay.offer(301);
+    assert_eq!(after.lease_time_s, Some(7200));
+    assert_eq!(after.dns, new_dns);
+    let ack = relay.try_dora(302).unwrap();
+    assert_eq!(ack.lease_time_s, Some(7200));
+    assert_eq!(
+        ctl(&socket, CtlCommand::Reload, false).unwrap(),
+        "no changes\n",
+        "compared with what runs now"
+    );
+
     std::fs::write(
         &config_path,
-        config_text(port, dir.path(), "127.20.0.1-127.20.1.254", "127.0.0.1:0"),
+        live.replace("127.20.0.1-127.20.0.254", "127.20.0.1-127.20.1.254")
+            .replace("lease_time = 7200", "lease_time = 600"),
     )
     .unwrap();
     let refused = ctl(&socket, CtlCommand::Reload, false).unwrap_err();
     assert!(
-        refused.starts_with("subnet[0].pools changed: restart needed"),
+        refused.contains("subnet[0].pools: restart needed; nothing was changed"),
         "{refused}"
     );
-    // Still serving as before.
-    assert_eq!(relay.discover(300).octets()[..2], [127, 20]);
+    // Still serving with the settings of the last reload, from the old pool.
+    let still = relay.offer(303);
+    assert_eq!(still.yiaddr.octets()[..3], [127, 20, 0]);
+    assert_eq!((still.lease_time_s, still.dns), (Some(7200), new_dns));
 
     drop(client);
     drop(handle);
     assert!(!socket.exists(), "the socket file is removed");
+    running.join();
+}
+
+/// Reloads while a relay agent runs DORA exchanges back to back: every request is answered,
+/// each with the settings of before or after a reload.
+#[test]
+fn reload_under_load_drops_nothing() {
+    const EXCHANGES: u32 = 2_000;
+    const RELOADS: u32 = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let port = port();
+    let config_path = dir.path().join("ringlease.toml");
+    let text = config_text(port, dir.path(), "127.30.0.1-127.30.15.254", "off")
+        .replace("durability = \"sync\"", "durability = \"async\"");
+    std::fs::write(&config_path, &text).unwrap();
+    let config = Config::from_toml(&text).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = ringlease::shell::start(&config, stop).expect("start the server");
+    let handle = control::start(&running, &config, Some(config_path.clone()), &[])
+        .expect("start the control interface");
+    let mut client = Client::connect(handle.socket_path()).unwrap();
+
+    let done = Arc::new(AtomicU32::new(0));
+    let relay = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let relay = Relay::new(port);
+            let mut failures = Vec::new();
+            let mut seen = [0u32; 2];
+            for i in 0..EXCHANGES {
+                match relay.try_dora(i) {
+                    Ok(ack) if ack.lease_time_s == Some(3600) => seen[0] += 1,
+                    Ok(ack) if ack.lease_time_s == Some(7200) => seen[1] += 1,
+                    Ok(ack) => failures.push(format!("client {i}: {ack:?}")),
+                    Err(e) => failures.push(e),
+                }
+                done.store(i + 1, Ordering::Relaxed);
+            }
+            (failures, seen)
+        })
+    };
+
+    // Spread the reloads over the run: the n-th once the relay is n/RELOADS of the way.
+    for n in 0..RELOADS {
+        let at = n * EXCHANGES / RELOADS;
+        wait_for(Duration::from_secs(30), || {
+            (done.load(Ordering::Relaxed) >= at || relay.is_finished()).then_some(())
+        })
+        .expect("the relay makes progress");
+        let (lease_time, dns) = if n % 2 == 0 {
+            (7200, "127.0.0.53")
+        } else {
+            (3600, "127.0.0.54")
+        };
+        let new = text.replace(
+            "lease_time = 3600",
+            &format!("lease_time = {lease_time}\ndns = [\"{dns}\"]"),
+        );
+        std::fs::write(&config_path, new).unwrap();
+        let result = client.call(&json!({"cmd": "reload"})).unwrap();
+        assert_eq!(result["changed"], json!(true), "reload {n}: {result}");
+    }
+    let (failures, seen) = relay.join().expect("the relay thread");
+    assert!(
+        failures.is_empty(),
+        "{} of {EXCHANGES} exchanges failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(
+        seen.iter().all(|&n| n > 0),
+        "both lease times were granted during the run: {seen:?}"
+    );
+    let status = client.call(&json!({"cmd": "status"})).unwrap();
+    assert_eq!(status["total"]["dropped"], json!(0), "{status}");
+
+    drop(client);
+    drop(handle);
     running.join();
 }
 

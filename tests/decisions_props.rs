@@ -191,7 +191,7 @@ proptest! {
             }
         }
         for r in latest.values() {
-            prop_assert!(restarted.leases.restore(&restarted.subnets, &r.change()));
+            prop_assert!(restarted.leases.restore(&restarted.settings().subnets, &r.change()));
         }
         original.expire(now);
         restarted.expire(now);
@@ -207,7 +207,7 @@ fn run(
     journal: &mut dyn Journal,
     start: u64,
 ) -> Result<u64, TestCaseError> {
-    let server_id = Some(server.policy.server_id);
+    let server_id = Some(server.settings().policy.server_id);
     let mut now = start;
     // What each client believes: the last offer it saw and the lease it was ACKed.
     let mut offered: HashMap<u8, Ipv4Addr> = HashMap::new();

@@ -1,6 +1,7 @@
 //! The control commands: one JSON request line in, one JSON response line out.
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use hdrhistogram::Histogram;
 use serde::Deserialize;
@@ -10,8 +11,10 @@ use super::{State, LATENCY_BOUNDS_US};
 use crate::config::Config;
 use crate::metrics::WorkerMetrics;
 use crate::proto::lease::{ClientKey, Lease, LeaseState};
+use crate::proto::server::Policy;
 use crate::proto::subnet::Subnet;
 use crate::proto::wire::dhcp::MessageType;
+use crate::proto::wire::options::code;
 use crate::proto::wire::DropReason;
 use crate::shell::clock::unix_now_s;
 use crate::shell::journal::LogJournal;
@@ -266,10 +269,11 @@ fn lease(
     client_id: Option<String>,
 ) -> Result<Value, String> {
     let server = &state.server;
+    let settings = Arc::clone(&server.settings());
     let now_s = unix_now_s();
     let keys: Vec<ClientKey> = match (ip, hw, client_id) {
         (Some(ip), None, None) => {
-            let subnet = server
+            let subnet = settings
                 .subnets
                 .containing(ip)
                 .ok_or_else(|| format!("{ip} is not in any configured subnet"))?;
@@ -298,7 +302,7 @@ fn lease(
         _ => return Err("give exactly one of ip, hw, client_id".into()),
     };
     let mut leases = Vec::new();
-    for subnet in server.subnets.all() {
+    for subnet in settings.subnets.all() {
         for key in &keys {
             if let Some(lease) = server.leases.binding_of(subnet, key.as_bytes(), now_s) {
                 leases.push(lease_json(subnet, Some(&lease), lease.ip, now_s));
@@ -328,7 +332,8 @@ fn with_journal<T>(
 
 fn release(state: &State, ip: Ipv4Addr) -> Result<Value, String> {
     let server = &state.server;
-    let subnet = server
+    let settings = Arc::clone(&server.settings());
+    let subnet = settings
         .subnets
         .containing(ip)
         .ok_or_else(|| format!("{ip} is not in any configured subnet"))?;
@@ -357,6 +362,9 @@ fn release(state: &State, ip: Ipv4Addr) -> Result<Value, String> {
     }))
 }
 
+/// Re-reads the configuration file and applies what can change live (subnet options and lease
+/// times, the offer and decline holds); all or nothing: if anything else differs, nothing is
+/// applied and the answer names what needs a restart.
 fn reload(state: &State) -> Result<Value, String> {
     let path = state.config_path.as_ref().ok_or(
         "the server was started without a configuration file: there is nothing to re-read",
@@ -367,31 +375,105 @@ fn reload(state: &State) -> Result<Value, String> {
             path.display()
         )
     })?;
-    let differences = config_differences(&state.config, &new);
-    if differences.is_empty() {
+    // One reload at a time: the comparison and the swap see the same running configuration.
+    let mut running = state.config.lock();
+    let differences = config_differences(&running, &new);
+    let refuse =
+        |keys: &[String]| format!("{}: restart needed; nothing was changed", keys.join(", "));
+    if !differences.restart.is_empty() {
+        return Err(refuse(&differences.restart));
+    }
+    if differences.live.is_empty() {
         return Ok(json!({"changed": false, "message": "no changes"}));
     }
-    Err(format!(
-        "{}: restart needed (live reconfiguration is not built yet; the server keeps running \
-         with its current configuration)",
-        differences.join(", ")
-    ))
+    let policy = Policy {
+        server_id: new.server.server_id,
+        offer_hold_s: new.server.offer_hold_s,
+        decline_hold_s: new.server.decline_hold_s,
+    };
+    // The server checks the structural settings again (they are in `restart` above, so this
+    // refusal is only a safety net).
+    state
+        .server
+        .reload(policy, new.subnets.clone())
+        .map_err(|keys| refuse(&keys))?;
+    *running = new;
+    let applied = differences.live.join(", ");
+    tracing::info!(path = %path.display(), %applied, "configuration reloaded");
+    Ok(json!({
+        "changed": true,
+        "applied": differences.live,
+        "message": format!("applied: {applied}"),
+    }))
 }
 
-/// What differs between the running configuration and a new one, as "KEY changed" items named
-/// like the configuration file's keys; empty when they are the same.
-pub fn config_differences(old: &Config, new: &Config) -> Vec<String> {
-    fn note(out: &mut Vec<String>, changed: bool, key: &str) {
-        if changed {
-            out.push(format!("{key} changed"));
+/// What differs between two configurations, named like the configuration file's keys
+/// (`server.listen`, `subnet[0].pools`, `subnet[0].dns`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConfigDifferences {
+    /// What a running server cannot take without a restart: the listen sockets, workers, lease
+    /// log, control and metrics endpoints, and whatever the lease table was built from (the
+    /// subnets, their order, prefixes, pools and reservations).
+    pub restart: Vec<String>,
+    /// What `reload` applies live: subnet options and lease times, the offer and decline holds.
+    pub live: Vec<String>,
+}
+
+impl ConfigDifferences {
+    pub fn is_empty(&self) -> bool {
+        self.restart.is_empty() && self.live.is_empty()
+    }
+}
+
+/// The configuration key of an option a subnet sets by name; others (and the subnet mask, which
+/// follows the prefix unless set in `options`) are `options`.
+fn option_key(code: u8) -> &'static str {
+    match code {
+        code::ROUTERS => "routers",
+        code::DNS_SERVERS => "dns",
+        code::DOMAIN_NAME => "domain_name",
+        code::BROADCAST_ADDRESS => "broadcast",
+        code::NTP_SERVERS => "ntp",
+        _ => "options",
+    }
+}
+
+/// The keys whose options differ between two subnets' option lists.
+fn option_differences(a: &Subnet, b: &Subnet) -> Vec<&'static str> {
+    let value = |s: &Subnet, c: u8| s.options.iter().find(|(code, _)| *code == c).cloned();
+    let mut keys: Vec<&'static str> = Vec::new();
+    for (c, _) in a.options.iter().chain(&b.options) {
+        let key = option_key(*c);
+        if value(a, *c) != value(b, *c) && !keys.contains(&key) {
+            keys.push(key);
         }
     }
-    let mut out = Vec::new();
+    if keys.is_empty() && a.options != b.options {
+        keys.push("options"); // the same options in another order
+    }
+    keys
+}
+
+/// What differs between the running configuration and a new one, and whether a running server
+/// can take it (see [`ConfigDifferences`]); empty when they are the same.
+pub fn config_differences(old: &Config, new: &Config) -> ConfigDifferences {
+    fn note(out: &mut Vec<String>, changed: bool, key: &str) {
+        if changed {
+            out.push(key.to_string());
+        }
+    }
+    let mut restart = Vec::new();
+    let mut live = Vec::new();
     let (a, b) = (&old.server, &new.server);
-    let o = &mut out;
+    let o = &mut restart;
     note(o, a.listen != b.listen, "server.listen");
     note(o, a.server_id != b.server_id, "server.server_id");
     note(o, a.worker_cores != b.worker_cores, "server.workers/cores");
+    note(
+        o,
+        a.tuning_profile != b.tuning_profile,
+        "server.tuning_profile",
+    );
     note(o, a.backend != b.backend, "server.backend");
     note(o, a.lease_dir != b.lease_dir, "server.lease_dir");
     note(o, a.durability != b.durability, "server.durability");
@@ -405,12 +487,6 @@ pub fn config_differences(old: &Config, new: &Config) -> Vec<String> {
         a.log_compact_bytes != b.log_compact_bytes,
         "server.log_compact_bytes",
     );
-    note(o, a.offer_hold_s != b.offer_hold_s, "server.offer_hold");
-    note(
-        o,
-        a.decline_hold_s != b.decline_hold_s,
-        "server.decline_hold",
-    );
     note(
         o,
         a.recv_buffer_bytes != b.recv_buffer_bytes,
@@ -421,52 +497,66 @@ pub fn config_differences(old: &Config, new: &Config) -> Vec<String> {
         a.send_buffer_bytes != b.send_buffer_bytes,
         "server.send_buffer_bytes",
     );
-    if o.is_empty() && a != b {
-        o.push("server (a setting this version cannot name) changed".into());
+    let l = &mut live;
+    note(l, a.offer_hold_s != b.offer_hold_s, "server.offer_hold");
+    note(
+        l,
+        a.decline_hold_s != b.decline_hold_s,
+        "server.decline_hold",
+    );
+    let without_live = |s: &crate::config::ServerConfig| crate::config::ServerConfig {
+        offer_hold_s: 0,
+        decline_hold_s: 0,
+        ..s.clone()
+    };
+    if restart.is_empty() && without_live(a) != without_live(b) {
+        restart.push("server (a setting this version cannot name)".into());
     }
 
     let (olds, news) = (old.subnets.all(), new.subnets.all());
     if olds.len() != news.len() {
-        o.push(format!(
-            "the number of subnets changed ({} → {})",
-            olds.len(),
-            news.len()
-        ));
+        restart.push(format!("subnet count ({} → {})", olds.len(), news.len()));
     }
     for (i, (a, b)) in olds.iter().zip(news).enumerate() {
-        let before = o.len();
         let key = |field: &str| format!("subnet[{i}].{field}");
+        let o = &mut restart;
+        let before = o.len();
         note(
             o,
-            (a.network, a.prefix_len) != (b.network, b.prefix_len),
+            (a.id, a.network, a.prefix_len) != (b.id, b.network, b.prefix_len),
             &key("prefix"),
         );
         note(o, a.pools != b.pools, &key("pools"));
         note(o, a.reservations != b.reservations, &key("reservation"));
-        note(o, a.lease_time_s != b.lease_time_s, &key("lease_time"));
+        let l = &mut live;
+        let live_before = l.len();
+        note(l, a.lease_time_s != b.lease_time_s, &key("lease_time"));
         note(
-            o,
+            l,
             a.min_lease_time_s != b.min_lease_time_s,
             &key("min_lease_time"),
         );
         note(
-            o,
+            l,
             a.max_lease_time_s != b.max_lease_time_s,
             &key("max_lease_time"),
         );
-        note(o, a.t1_s != b.t1_s, &key("renewal_time"));
-        note(o, a.t2_s != b.t2_s, &key("rebinding_time"));
-        note(o, a.options != b.options, &key("options"));
-        if o.len() == before && a != b {
-            o.push(format!("subnet[{i}] changed"));
+        note(l, a.t1_s != b.t1_s, &key("renewal_time"));
+        note(l, a.t2_s != b.t2_s, &key("rebinding_time"));
+        // (A new prefix also changes the subnet mask and default broadcast options; the
+        // prefix is named above, and refuses the reload.)
+        l.extend(option_differences(a, b).into_iter().map(key));
+        if restart.len() == before && live.len() == live_before && a != b {
+            restart.push(format!("subnet[{i}] (a setting this version cannot name)"));
         }
     }
 
     let (a, b) = (&old.operations, &new.operations);
+    let o = &mut restart;
     note(o, a.control_socket != b.control_socket, "control.socket");
     note(o, a.metrics_listen != b.metrics_listen, "metrics.listen");
-    if o.is_empty() && old != new {
-        o.push("a setting this version cannot name changed".into());
+    if restart.is_empty() && live.is_empty() && old != new {
+        restart.push("a setting this version cannot name".into());
     }
-    out
+    ConfigDifferences { restart, live }
 }

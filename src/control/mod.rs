@@ -32,7 +32,7 @@
 //! | `{"cmd":"lease","client_id":"01:02:03"}` | `{"leases":[…]}`: what the client with that client identifier (option 61, hex) holds now |
 //! | `{"cmd":"release","ip":"10.0.0.5"}` | `{"released":"10.0.0.5","client":"hw 02:…"}`: the lease or offer on that address is ended, recorded in the lease log and synced before the answer |
 //! | `{"cmd":"partner-down"}` | error: no failover relationship is configured |
-//! | `{"cmd":"reload"}` | `{"changed":false,"message":"no changes"}` if the configuration file is unchanged; otherwise an error naming what changed (`subnet[0].pools changed: restart needed`): live reconfiguration is not built yet, so the running configuration stays as it is |
+//! | `{"cmd":"reload"}` | re-reads the configuration file. `{"changed":false,"message":"no changes"}` if it matches what runs; `{"changed":true,"applied":["subnet[0].lease_time",…],"message":"applied: …"}` once the live settings (subnet options and lease times, `offer_hold`, `decline_hold`) are swapped in; an error naming every key that needs a restart (`subnet[0].pools: restart needed; nothing was changed`), with nothing applied, otherwise |
 //!
 //! A lease is `{"ip","subnet","state","expires_s","expires_in_s","client","in_pool",
 //! "reserved_for"}`; `state` is one of `free` (never used), `offered`, `bound`, `declined`,
@@ -82,7 +82,7 @@ use crate::proto::lease::LeaseCounts;
 use crate::proto::server::Server;
 
 pub use client::{ctl_main, ctl_with, render_lease, render_status, render_top, Client, TopState};
-pub use handlers::config_differences;
+pub use handlers::{config_differences, ConfigDifferences};
 pub use http::render_metrics;
 
 /// Longest request line accepted on the control socket.
@@ -247,7 +247,8 @@ pub(crate) struct State {
     pub(crate) metrics: Arc<SharedMetrics>,
     pub(crate) log: Arc<LeaseLog>,
     pub(crate) backend: Backend,
-    pub(crate) config: Config,
+    /// The configuration the server runs with now: as started, then as last reloaded.
+    pub(crate) config: Mutex<Config>,
     pub(crate) config_path: Option<PathBuf>,
     counts: Mutex<Option<(Instant, Arc<Vec<SubnetCounts>>)>>,
     pub(crate) rates: Mutex<server::Rates>,
@@ -278,7 +279,7 @@ impl State {
             metrics,
             log,
             backend,
-            config,
+            config: Mutex::new(config),
             config_path,
             counts: Mutex::new(None),
             rates: Mutex::new(server::Rates::new(workers)),
@@ -295,8 +296,9 @@ impl State {
             }
         }
         let now_s = crate::shell::clock::unix_now_s();
+        let settings = self.server.settings();
         let counts: Arc<Vec<SubnetCounts>> = Arc::new(
-            self.server
+            settings
                 .subnets
                 .all()
                 .iter()
@@ -348,7 +350,8 @@ pub enum CtlCommand {
     },
     /// Declare the failover partner down (needs a failover relationship).
     PartnerDown,
-    /// Re-read the configuration file and report what would need a restart.
+    /// Re-read the configuration file: apply subnet options, lease times and holds live, or name
+    /// what needs a restart (then nothing is applied).
     Reload,
     /// A live view, redrawn every second: rates, drops, latency, failover.
     Top {

@@ -104,7 +104,8 @@ const MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x42];
 
 /// Leases 10.0.1.7 to MAC, as a REQUEST would.
 fn bind(state: &State) -> Ipv4Addr {
-    let subnet = &state.server.subnets.all()[0];
+    let settings = state.server.settings();
+    let subnet = &settings.subnets.all()[0];
     let ip = Ipv4Addr::new(10, 0, 1, 7);
     let client = ClientKey::from_hardware(1, &MAC);
     let commit = state.server.leases.commit(
@@ -256,32 +257,60 @@ fn lease_queries_and_release() {
 }
 
 #[test]
-fn reload_names_what_changed() {
+fn reload_applies_live_settings_and_refuses_the_rest() {
     let f = fixture();
     let result = ok(&f.state, json!({"cmd": "reload"}));
     assert_eq!(result["message"], json!("no changes"));
     let path = f.state.config_path.clone().unwrap();
-    let socket = f.state.config.operations.control_socket.clone();
+    let socket = f.state.config.lock().operations.control_socket.clone();
+    let pools = "\"10.0.1.0-10.0.1.255\"";
+
+    // Live: a new lease time and DNS servers.
+    let live = config_text(pools, &socket, "127.0.0.1:0").replace(
+        "lease_time = 3600",
+        "lease_time = 7200\ndns = [\"10.0.0.53\"]",
+    );
+    std::fs::write(&path, &live).unwrap();
+    let result = ok(&f.state, json!({"cmd": "reload"}));
+    assert_eq!(result["changed"], json!(true));
+    assert_eq!(
+        result["applied"],
+        json!([
+            "subnet[0].lease_time",
+            "subnet[0].renewal_time",
+            "subnet[0].rebinding_time",
+            "subnet[0].dns",
+        ])
+    );
+    assert_eq!(
+        f.state.server.settings().subnets.all()[0].lease_time_s,
+        7200
+    );
+    assert_eq!(*f.state.config.lock(), Config::from_toml(&live).unwrap());
+    // Compared with what runs now: nothing more to do.
+    assert_eq!(
+        ok(&f.state, json!({"cmd": "reload"}))["message"],
+        json!("no changes")
+    );
+
+    // Pools and the metrics endpoint need a restart: all or nothing, so the new offer hold is
+    // not applied either.
+    let running = Arc::clone(&*f.state.server.settings());
     std::fs::write(
         &path,
-        config_text("\"10.0.1.0-10.0.2.255\"", &socket, "127.0.0.1:0"),
+        live.replace(pools, "\"10.0.1.0-10.0.2.255\"")
+            .replace("127.0.0.1:0", "127.0.0.1:9")
+            .replace("workers = 2", "workers = 2\noffer_hold = 5"),
     )
     .unwrap();
     let e = error(&f.state, json!({"cmd": "reload"}));
-    assert!(
-        e.starts_with("subnet[0].pools changed: restart needed"),
-        "{e}"
+    assert_eq!(
+        e,
+        "subnet[0].pools, metrics.listen: restart needed; nothing was changed"
     );
-    std::fs::write(
-        &path,
-        config_text("\"10.0.1.0-10.0.1.255\"", &socket, "127.0.0.1:9"),
-    )
-    .unwrap();
-    let e = error(&f.state, json!({"cmd": "reload"}));
-    assert!(
-        e.starts_with("metrics.listen changed: restart needed"),
-        "{e}"
-    );
+    assert!(Arc::ptr_eq(&running, &f.state.server.settings()));
+    assert_eq!(*f.state.config.lock(), Config::from_toml(&live).unwrap());
+
     std::fs::write(&path, "[server]\nlisten = 1\n").unwrap();
     let e = error(&f.state, json!({"cmd": "reload"}));
     assert!(e.contains("the running configuration is unchanged"), "{e}");
@@ -297,20 +326,41 @@ fn config_differences_are_named_by_key() {
             .replace("workers = 2", "workers = 3\noffer_hold = 5")
             .replace(
                 "lease_time = 3600",
-                "lease_time = 7200\nrouters = [\"10.0.0.1\"]",
+                "lease_time = 7200\nrouters = [\"10.0.0.1\"]\nntp = [\"10.0.0.2\"]\n\
+                 options = { \"time-offset\" = \"3600\" }",
             ),
     )
     .unwrap();
     assert_eq!(
         config_differences(&base, &changed),
-        [
-            "server.workers/cores changed",
-            "server.offer_hold changed",
-            "subnet[0].lease_time changed",
-            "subnet[0].renewal_time changed",
-            "subnet[0].rebinding_time changed",
-            "subnet[0].options changed",
-        ]
+        ConfigDifferences {
+            restart: vec!["server.workers/cores".into()],
+            live: vec![
+                "server.offer_hold".into(),
+                "subnet[0].lease_time".into(),
+                "subnet[0].renewal_time".into(),
+                "subnet[0].rebinding_time".into(),
+                "subnet[0].routers".into(),
+                "subnet[0].ntp".into(),
+                "subnet[0].options".into(),
+            ],
+        }
+    );
+    // A second subnet, and a new prefix for the first.
+    let text = config_text("\"10.0.1.0-10.0.1.255\"", socket, "off");
+    let two = Config::from_toml(&text.replace(
+        "[control]",
+        "[[subnet]]\nprefix = \"10.1.0.0/16\"\npools = [\"10.1.0.10-10.1.0.20\"]\n\n[control]",
+    ))
+    .unwrap();
+    assert_eq!(
+        config_differences(&base, &two).restart,
+        ["subnet count (1 → 2)"]
+    );
+    let moved = Config::from_toml(&text.replace("10.0.0.0/16", "10.0.0.0/15")).unwrap();
+    assert_eq!(
+        config_differences(&base, &moved).restart,
+        ["subnet[0].prefix"]
     );
 }
 
@@ -477,7 +527,7 @@ fn roundtrip(s: &mut UnixStream, r: &mut BufReader<UnixStream>, line: &[u8]) -> 
 #[test]
 fn socket_serves_many_requests_and_stays_bounded() {
     let f = fixture();
-    let ops = f.state.config.operations.clone();
+    let ops = f.state.config.lock().operations.clone();
     let server_stop = Arc::new(AtomicBool::new(false));
     let handle = start_with(f.state.clone(), server_stop.clone(), &ops, &[]).unwrap();
     let path = handle.socket_path().to_path_buf();

@@ -7,6 +7,9 @@
 //! Nothing here reads a clock or touches a socket or file.
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, Guard};
 
 use super::lease::{ClientKeyBuf, Commit, Journal, LeaseTable, StorageUnavailable};
 use super::subnet::{Subnet, Subnets};
@@ -63,10 +66,22 @@ pub enum Decision {
     Drop(DropReason),
 }
 
-/// The DHCP server's state: configuration, policy and the shared lease table.
-pub struct Server {
+/// The settings a reload may change while the server runs: the policy and the subnets. The
+/// structural parts (subnet ids, prefixes, pools, reservations, server id) must stay as they
+/// were when the lease table was built; [`Server::reload`] checks that.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
     pub policy: Policy,
     pub subnets: Subnets,
+}
+
+/// The DHCP server's state: configuration, policy and the shared lease table.
+///
+/// The policy and subnets sit behind an [`ArcSwap`]: each request loads them once (no lock, a
+/// few atomic operations), so a reload swaps them in between two packets of a worker without
+/// stopping it.
+pub struct Server {
+    settings: ArcSwap<Settings>,
     pub leases: LeaseTable,
 }
 
@@ -74,9 +89,35 @@ impl Server {
     pub fn new(policy: Policy, subnets: Subnets) -> Self {
         let leases = LeaseTable::new(&subnets);
         Server {
-            policy,
-            subnets,
+            settings: ArcSwap::from_pointee(Settings { policy, subnets }),
             leases,
+        }
+    }
+
+    /// The settings in force now. Hold the guard briefly (a packet, a command); use
+    /// `Arc::clone(&*server.settings())` to keep them longer.
+    pub fn settings(&self) -> Guard<Arc<Settings>> {
+        self.settings.load()
+    }
+
+    /// Replaces the policy and the subnets' live settings (options, lease times) without
+    /// stopping the workers: packets decided before the swap use the old settings, later ones
+    /// the new. Refused, with the names of the differing keys and nothing changed, if anything
+    /// the lease table was built from differs: the number and order of the subnets, a prefix,
+    /// the pools, the reservations, or the server id.
+    pub fn reload(&self, policy: Policy, subnets: Subnets) -> Result<(), Vec<String>> {
+        let new = Arc::new(Settings { policy, subnets });
+        loop {
+            let current = self.settings.load_full();
+            let refused = structural_differences(&current, &new);
+            if !refused.is_empty() {
+                return Err(refused);
+            }
+            // Another reload between the check and the swap: check against that one.
+            let previous = self.settings.compare_and_swap(&current, new.clone());
+            if Arc::ptr_eq(&previous, &current) {
+                return Ok(());
+            }
         }
     }
 
@@ -94,7 +135,10 @@ impl Server {
         if packet.op() != 1 {
             return Decision::Drop(DropReason::NotRequest);
         }
-        let Some(subnet) = self
+        // Once per packet: a reload meanwhile applies from the next packet on.
+        let settings = self.settings.load();
+        let policy = &settings.policy;
+        let Some(subnet) = settings
             .subnets
             .select(packet.giaddr(), packet.ciaddr(), local_addr)
         else {
@@ -106,10 +150,10 @@ impl Server {
         };
         let client = key.as_bytes();
         match packet.message_type() {
-            MessageType::Discover => self.discover(packet, subnet, client, now_s),
-            MessageType::Request => self.request(packet, subnet, client, now_s, journal),
-            MessageType::Release => self.release(packet, subnet, client, now_s, journal),
-            MessageType::Decline => self.decline(packet, subnet, client, now_s, journal),
+            MessageType::Discover => self.discover(policy, packet, subnet, client, now_s),
+            MessageType::Request => self.request(policy, packet, subnet, client, now_s, journal),
+            MessageType::Release => self.release(policy, packet, subnet, client, now_s, journal),
+            MessageType::Decline => self.decline(policy, packet, subnet, client, now_s, journal),
             MessageType::Inform => self.inform(packet, subnet),
             MessageType::Offer | MessageType::Ack | MessageType::Nak => {
                 Decision::Drop(DropReason::UnknownMessageType)
@@ -119,11 +163,18 @@ impl Server {
 
     /// Ends offers, leases and decline holds that ran out by `now_s`.
     pub fn expire(&self, now_s: u64) -> usize {
-        self.leases.expire(&self.subnets, now_s)
+        self.leases.expire(&self.settings.load().subnets, now_s)
     }
 
-    fn discover(&self, p: &Packet<'_>, subnet: &Subnet, client: &[u8], now_s: u64) -> Decision {
-        let hold_s = self.policy.offer_hold_s;
+    fn discover(
+        &self,
+        policy: &Policy,
+        p: &Packet<'_>,
+        subnet: &Subnet,
+        client: &[u8],
+        now_s: u64,
+    ) -> Decision {
+        let hold_s = policy.offer_hold_s;
         match self
             .leases
             .offer(subnet, client, p.requested_ip(), now_s, hold_s)
@@ -143,6 +194,7 @@ impl Server {
     /// and ciaddr it filled in.
     fn request(
         &self,
+        policy: &Policy,
         p: &Packet<'_>,
         subnet: &Subnet,
         client: &[u8],
@@ -153,7 +205,7 @@ impl Server {
         match (p.server_id(), p.requested_ip(), p.ciaddr()) {
             // SELECTING: the client answers an OFFER.
             (Some(server_id), requested, _) => {
-                if server_id != self.policy.server_id {
+                if server_id != policy.server_id {
                     // It chose another server: free what we offered.
                     self.leases.forget_offer(subnet, client, now_s);
                     return Decision::Drop(DropReason::NotOurServerId);
@@ -209,13 +261,14 @@ impl Server {
 
     fn release(
         &self,
+        policy: &Policy,
         p: &Packet<'_>,
         subnet: &Subnet,
         client: &[u8],
         now_s: u64,
         journal: &mut dyn Journal,
     ) -> Decision {
-        if p.server_id().is_some_and(|id| id != self.policy.server_id) {
+        if p.server_id().is_some_and(|id| id != policy.server_id) {
             return Decision::Drop(DropReason::NotOurServerId);
         }
         outcome(
@@ -226,19 +279,20 @@ impl Server {
 
     fn decline(
         &self,
+        policy: &Policy,
         p: &Packet<'_>,
         subnet: &Subnet,
         client: &[u8],
         now_s: u64,
         journal: &mut dyn Journal,
     ) -> Decision {
-        if p.server_id().is_some_and(|id| id != self.policy.server_id) {
+        if p.server_id().is_some_and(|id| id != policy.server_id) {
             return Decision::Drop(DropReason::NotOurServerId);
         }
         let Some(ip) = p.requested_ip() else {
             return Decision::Drop(DropReason::MissingRequestedAddress);
         };
-        let hold_s = self.policy.decline_hold_s;
+        let hold_s = policy.decline_hold_s;
         outcome(
             self.leases
                 .decline(subnet, client, ip, now_s, hold_s, journal),
@@ -334,7 +388,11 @@ impl Server {
             w.set_flags(request.flags() | 0x8000);
         }
         let too_large = |_| DropReason::ReplyTooLarge;
-        w.push_ip(code::SERVER_ID, self.policy.server_id)
+        // Loaded again, not handed over from `decide`: a reload in between only means the new
+        // options (and timers) go out with this reply, which is what the operator asked for.
+        // Subnet ids and the server id cannot change in a reload.
+        let settings = self.settings.load();
+        w.push_ip(code::SERVER_ID, settings.policy.server_id)
             .map_err(too_large)?;
 
         // Option 82 is reserved first, so that no configured option can crowd it out: a relay
@@ -346,7 +404,7 @@ impl Server {
             .sum();
 
         if let Some(lease_s) = reply.lease_time_s {
-            let subnet = reply.subnet.and_then(|id| self.subnets.get(id));
+            let subnet = reply.subnet.and_then(|id| settings.subnets.get(id));
             let (t1_s, t2_s) =
                 subnet.map_or((lease_s / 2, lease_s / 8 * 7), |s| scale_timers(s, lease_s));
             w.push_u32(code::LEASE_TIME, lease_s).map_err(too_large)?;
@@ -354,7 +412,7 @@ impl Server {
             w.push_u32(code::REBINDING_TIME, t2_s).map_err(too_large)?;
         }
 
-        if let Some(subnet) = reply.subnet.and_then(|id| self.subnets.get(id)) {
+        if let Some(subnet) = reply.subnet.and_then(|id| settings.subnets.get(id)) {
             let requested = request.parameter_request_list().unwrap_or_default();
             // Requested ones first, in the client's order.
             for &wanted in requested {
@@ -384,6 +442,31 @@ impl Server {
     }
 }
 
+/// What a reload may not change while the lease table stands, named like the configuration's
+/// keys; empty if nothing structural differs.
+fn structural_differences(old: &Settings, new: &Settings) -> Vec<String> {
+    let mut out = Vec::new();
+    if old.policy.server_id != new.policy.server_id {
+        out.push("server.server_id".to_string());
+    }
+    let (olds, news) = (old.subnets.all(), new.subnets.all());
+    if olds.len() != news.len() {
+        out.push(format!("subnet count ({} → {})", olds.len(), news.len()));
+    }
+    for (i, (a, b)) in olds.iter().zip(news).enumerate() {
+        if (a.id, a.network, a.prefix_len) != (b.id, b.network, b.prefix_len) {
+            out.push(format!("subnet[{i}].prefix"));
+        }
+        if a.pools != b.pools {
+            out.push(format!("subnet[{i}].pools"));
+        }
+        if a.reservations != b.reservations {
+            out.push(format!("subnet[{i}].reservation"));
+        }
+    }
+    out
+}
+
 /// RELEASE and DECLINE have no reply; what is left to count is why nothing changed.
 fn outcome(result: Result<bool, StorageUnavailable>) -> Decision {
     match result {
@@ -411,8 +494,8 @@ mod tests {
     const RELAY: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 1);
     const OTHER_RELAY: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 1);
 
-    fn server(pool: &str) -> Server {
-        let text = format!(
+    fn config_text(pool: &str) -> String {
+        format!(
             r#"
 [server]
 listen = ["127.0.0.1:67"]
@@ -437,14 +520,22 @@ pools = ["10.20.1.0-10.20.1.9", "10.20.2.0-10.20.2.9"]
 lease_time = 600
 routers = ["10.20.0.1"]
 "#
-        );
-        let config = Config::from_toml(&text).unwrap();
+        )
+    }
+
+    fn settings_of(text: &str) -> (Policy, Subnets) {
+        let config = Config::from_toml(text).unwrap();
         let policy = Policy {
             server_id: config.server.server_id,
             offer_hold_s: config.server.offer_hold_s,
             decline_hold_s: config.server.decline_hold_s,
         };
-        Server::new(policy, config.subnets)
+        (policy, config.subnets)
+    }
+
+    fn server(pool: &str) -> Server {
+        let (policy, subnets) = settings_of(&config_text(pool));
+        Server::new(policy, subnets)
     }
 
     /// A request from client `n` (chaddr 02:00:00:00:00:n) through `giaddr`.
@@ -523,7 +614,7 @@ routers = ["10.20.0.1"]
     fn select(server: &Server, client: u8, ip: Ipv4Addr, now_s: u64) -> Reply {
         let mut r = req(MessageType::Request, client);
         r.requested = Some(ip);
-        r.server_id = Some(server.policy.server_id);
+        r.server_id = Some(server.settings().policy.server_id);
         reply(r.decide(server, now_s))
     }
 
@@ -545,13 +636,13 @@ routers = ["10.20.0.1"]
         let mut seen = std::collections::HashSet::new();
         for client in 1..=50 {
             let ip = offer(&server, client, NOW);
-            assert!(server.subnets.all()[0].in_pool(ip), "{ip}");
+            assert!(server.settings().subnets.all()[0].in_pool(ip), "{ip}");
             assert!(seen.insert(ip), "{ip} offered twice");
         }
         let mut other = req(MessageType::Discover, 1);
         other.giaddr = OTHER_RELAY;
         let r = reply(other.decide(&server, NOW));
-        assert!(server.subnets.all()[1].in_pool(r.yiaddr));
+        assert!(server.settings().subnets.all()[1].in_pool(r.yiaddr));
         assert_eq!(r.destination, Destination::Relay(OTHER_RELAY));
         assert_eq!(r.lease_time_s, Some(600));
     }
@@ -647,8 +738,8 @@ routers = ["10.20.0.1"]
             (MessageType::Ack, ip, ip)
         );
         assert_eq!(ack.destination, Destination::Unicast(ip));
-        let subnet = &server.subnets.all()[0];
-        let lease = server.leases.get(subnet, ip).unwrap();
+        let settings = server.settings();
+        let lease = server.leases.get(&settings.subnets.all()[0], ip).unwrap();
         assert_eq!(lease.expires_s, NOW + 1800 + 3600);
         // Another client cannot renew it.
         let mut thief = req(MessageType::Request, 2);
@@ -682,7 +773,7 @@ routers = ["10.20.0.1"]
         let first = dora(&server, 1, NOW);
         let mut decline = req(MessageType::Decline, 1);
         decline.requested = Some(first);
-        decline.server_id = Some(server.policy.server_id);
+        decline.server_id = Some(server.settings().policy.server_id);
         assert_eq!(decline.decide(&server, NOW), Decision::Done);
         // During the hold nobody, not even the decliner, gets it back.
         let second = offer(&server, 1, NOW + 1);
@@ -720,7 +811,10 @@ routers = ["10.20.0.1"]
         );
         assert_ne!(ip_a, ip_b, "same chaddr, different client ids: two clients");
         let key = ClientKey::from_client_id(b"\x00router-a");
-        let lease = server.leases.get(&server.subnets.all()[0], ip_a).unwrap();
+        let lease = server
+            .leases
+            .get(&server.settings().subnets.all()[0], ip_a)
+            .unwrap();
         assert_eq!(lease.client, Some(key));
     }
 
@@ -785,7 +879,7 @@ routers = ["10.20.0.1"]
         assert_eq!(out.giaddr(), RELAY);
         assert_eq!(out.yiaddr(), r.yiaddr);
         assert_eq!(out.message_type(), MessageType::Offer);
-        assert_eq!(out.server_id(), Some(server.policy.server_id));
+        assert_eq!(out.server_id(), Some(server.settings().policy.server_id));
         assert_eq!(out.lease_time_s(), Some(3600));
         assert_eq!(
             out.option(code::RENEWAL_TIME),
@@ -818,5 +912,84 @@ routers = ["10.20.0.1"]
         let mut buf = [0u8; 1500];
         let len = server.write_reply(&packet, &r, &mut buf).unwrap();
         assert!(len <= 548, "{len}");
+    }
+
+    /// The OFFER to a DISCOVER from `client` asking for DNS servers, as sent.
+    fn offer_packet(server: &Server, client: u8, now_s: u64) -> (Ipv4Addr, Option<u32>, Vec<u8>) {
+        let mut discover = req(MessageType::Discover, client);
+        discover.extra = vec![(code::PARAMETER_REQUEST_LIST, vec![6])];
+        let bytes = discover.encode();
+        let packet = Packet::parse(&bytes).unwrap();
+        let r = reply(server.decide(&packet, Ipv4Addr::UNSPECIFIED, now_s, &mut Volatile));
+        let mut buf = [0u8; 1500];
+        let len = server.write_reply(&packet, &r, &mut buf).unwrap();
+        let out = Packet::parse(&buf[..len]).unwrap();
+        assert_eq!(out.message_type(), MessageType::Offer);
+        let dns = out.option(code::DNS_SERVERS).unwrap_or_default().to_vec();
+        (out.yiaddr(), out.lease_time_s(), dns)
+    }
+
+    #[test]
+    fn reload_applies_new_lease_time_and_options_to_the_next_packet() {
+        let pool = "10.10.1.0-10.10.1.255";
+        let server = server(pool);
+        let bound = dora(&server, 1, NOW);
+        let (_, lease_s, dns) = offer_packet(&server, 2, NOW);
+        assert_eq!((lease_s, dns), (Some(3600), vec![10, 10, 0, 53]));
+
+        let text = config_text(pool)
+            .replace("lease_time = 3600", "lease_time = 7200")
+            .replace(
+                "dns = [\"10.10.0.53\"]",
+                "dns = [\"10.10.0.53\", \"10.10.0.54\"]",
+            )
+            .replace("decline_hold = 600", "decline_hold = 60");
+        let (policy, subnets) = settings_of(&text);
+        server.reload(policy, subnets.clone()).unwrap();
+        assert_eq!(server.settings().subnets, subnets);
+        assert_eq!(server.settings().policy.decline_hold_s, 60);
+
+        let (_, lease_s, dns) = offer_packet(&server, 3, NOW);
+        assert_eq!(lease_s, Some(7200));
+        assert_eq!(dns, vec![10, 10, 0, 53, 10, 10, 0, 54]);
+        // The lease table is untouched: the bound client keeps its address, and a renewal is
+        // granted the new lease time.
+        assert_eq!(offer(&server, 1, NOW + 10), bound);
+        let mut renew = req(MessageType::Request, 1);
+        renew.giaddr = Ipv4Addr::UNSPECIFIED;
+        renew.ciaddr = bound;
+        assert_eq!(
+            reply(renew.decide(&server, NOW + 20)).lease_time_s,
+            Some(7200)
+        );
+    }
+
+    #[test]
+    fn reload_of_structural_settings_is_refused_and_changes_nothing() {
+        let server = server("10.10.1.0-10.10.1.255");
+        let before = Arc::clone(&*server.settings());
+        let text = config_text("10.10.1.0-10.10.2.255")
+            .replace("lease_time = 3600", "lease_time = 7200")
+            .replace("server_id = \"192.0.2.1\"", "server_id = \"192.0.2.2\"")
+            .replace("ip = \"10.10.0.10\"", "ip = \"10.10.0.11\"");
+        let (policy, subnets) = settings_of(&text);
+        assert_eq!(
+            server.reload(policy, subnets),
+            Err(vec![
+                "server.server_id".to_string(),
+                "subnet[0].pools".to_string(),
+                "subnet[0].reservation".to_string(),
+            ])
+        );
+        // One subnet fewer.
+        let (policy, mut subnets) = settings_of(&config_text("10.10.1.0-10.10.1.255"));
+        subnets = Subnets::new(subnets.all()[..1].to_vec());
+        assert_eq!(
+            server.reload(policy, subnets),
+            Err(vec!["subnet count (2 → 1)".to_string()])
+        );
+        assert!(Arc::ptr_eq(&before, &server.settings()), "nothing swapped");
+        let (_, lease_s, _) = offer_packet(&server, 1, NOW);
+        assert_eq!(lease_s, Some(3600));
     }
 }

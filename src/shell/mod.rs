@@ -132,8 +132,9 @@ fn replay_lease_log(config: &Config, server: &Server) -> Result<LeaseLog, String
     let (log, replayed) =
         LeaseLog::open(dir, options).map_err(|e| format!("lease log {}: {e}", dir.display()))?;
     let mut outside = 0usize;
+    let settings = server.settings();
     for b in &replayed.bindings {
-        if !server.leases.restore(&server.subnets, &change_of(b)) {
+        if !server.leases.restore(&settings.subnets, &change_of(b)) {
             outside += 1;
         }
     }
