@@ -154,7 +154,11 @@ fn drive(
                     _ => {}
                 }
             }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
             Err(e) => return Err(format!("demo receive: {e}")),
         }
         // Retransmit what waited too long (looked at every few milliseconds, not per packet).
@@ -219,8 +223,12 @@ fn send(
     let len = w.finish();
     c.tries += 1;
     c.sent_at = Some(Instant::now());
-    socket
-        .send_to(&buf[..len], server)
-        .map(|_| ())
-        .map_err(|e| format!("demo send: {e}"))
+    loop {
+        match socket.send_to(&buf[..len], server) {
+            Ok(_) => return Ok(()),
+            // Another thread of this process (the server's io_uring) can interrupt a syscall.
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("demo send: {e}")),
+        }
+    }
 }
