@@ -6,8 +6,10 @@
 //! (`ringlease serve` + `ringlease ctl`). Loopback only: the relay is 127.0.0.3, the server
 //! 127.0.0.1, on a port the kernel finds free.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -19,13 +21,10 @@ use std::time::{Duration, Instant};
 
 use ringlease::config::Config;
 use ringlease::control::{self, Client, CtlArgs, CtlCommand};
-use ringlease::proto::wire::dhcp::{MessageType, Packet, PacketWriter};
-use ringlease::proto::wire::options::code;
 use serde_json::{json, Value};
 
-const RELAY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
-const SERVER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
-const ANSWER_WAIT: Duration = Duration::from_millis(500);
+use common::relay::{Relay, RELAY, SERVER};
+
 /// Latency bucket bounds plus +Inf.
 const BUCKETS: usize = control::LATENCY_BOUNDS_US.len() + 1;
 
@@ -65,152 +64,6 @@ listen = "{metrics}"
 "#,
         dir = dir.display()
     )
-}
-
-/// What a reply said.
-#[derive(Debug)]
-struct Answer {
-    message_type: MessageType,
-    yiaddr: Ipv4Addr,
-    lease_time_s: Option<u32>,
-    /// Option 6, as sent.
-    dns: Option<Vec<u8>>,
-}
-
-/// A relay agent on loopback forwarding requests of numbered simulated clients.
-struct Relay {
-    socket: UdpSocket,
-    server: SocketAddrV4,
-}
-
-impl Relay {
-    fn new(port: u16) -> Relay {
-        let socket = UdpSocket::bind(SocketAddrV4::new(RELAY, port)).expect("bind relay");
-        socket.set_read_timeout(Some(ANSWER_WAIT)).unwrap();
-        Relay {
-            socket,
-            server: SocketAddrV4::new(SERVER, port),
-        }
-    }
-
-    fn mac(index: u32) -> [u8; 6] {
-        [
-            2,
-            0xdd,
-            0,
-            (index >> 16) as u8,
-            (index >> 8) as u8,
-            index as u8,
-        ]
-    }
-
-    fn ask(
-        &self,
-        index: u32,
-        msg: MessageType,
-        requested: Option<Ipv4Addr>,
-        server_id: Option<Ipv4Addr>,
-    ) -> Option<(MessageType, Ipv4Addr)> {
-        self.exchange(index, msg, requested, server_id)
-            .map(|a| (a.message_type, a.yiaddr))
-    }
-
-    /// Sends one request and waits (at most [`ANSWER_WAIT`]) for the answer to it.
-    fn exchange(
-        &self,
-        index: u32,
-        msg: MessageType,
-        requested: Option<Ipv4Addr>,
-        server_id: Option<Ipv4Addr>,
-    ) -> Option<Answer> {
-        let mut buf = [0u8; 1500];
-        let xid = index ^ ((msg as u32) << 24);
-        let mut w = PacketWriter::new(&mut buf, 600);
-        w.set_op(1);
-        w.set_htype(1);
-        w.set_chaddr(&Self::mac(index));
-        w.set_xid(xid);
-        w.set_giaddr(RELAY);
-        w.push_u8(code::MESSAGE_TYPE, msg as u8).unwrap();
-        if let Some(ip) = requested {
-            w.push_ip(code::REQUESTED_IP, ip).unwrap();
-        }
-        if let Some(ip) = server_id {
-            w.push_ip(code::SERVER_ID, ip).unwrap();
-        }
-        w.push(code::PARAMETER_REQUEST_LIST, &[code::DNS_SERVERS])
-            .unwrap();
-        let len = w.finish();
-        self.socket.send_to(&buf[..len], self.server).unwrap();
-        let deadline = Instant::now() + ANSWER_WAIT;
-        while Instant::now() < deadline {
-            match self.socket.recv(&mut buf) {
-                Ok(n) => {
-                    let Ok(reply) = Packet::parse(&buf[..n]) else {
-                        continue;
-                    };
-                    if reply.xid() == xid {
-                        return Some(Answer {
-                            message_type: reply.message_type(),
-                            yiaddr: reply.yiaddr(),
-                            lease_time_s: reply.lease_time_s(),
-                            dns: reply.option(code::DNS_SERVERS).map(<[u8]>::to_vec),
-                        });
-                    }
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                    ) => {}
-                Err(e) => panic!("relay receive: {e}"),
-            }
-        }
-        None
-    }
-
-    /// A DISCOVER's OFFER.
-    fn offer(&self, index: u32) -> Answer {
-        match self.exchange(index, MessageType::Discover, None, None) {
-            Some(a) if a.message_type == MessageType::Offer => a,
-            other => panic!("client {index}: DISCOVER answered with {other:?}"),
-        }
-    }
-
-    /// A whole DORA, or what went wrong.
-    fn try_dora(&self, index: u32) -> Result<Answer, String> {
-        let offer = match self.exchange(index, MessageType::Discover, None, None) {
-            Some(a) if a.message_type == MessageType::Offer => a,
-            other => return Err(format!("client {index}: DISCOVER answered with {other:?}")),
-        };
-        let offered = offer.yiaddr;
-        match self.exchange(index, MessageType::Request, Some(offered), Some(SERVER)) {
-            Some(a) if a.message_type == MessageType::Ack && a.yiaddr == offered => Ok(a),
-            other => Err(format!(
-                "client {index}: REQUEST for {offered} answered with {other:?}"
-            )),
-        }
-    }
-
-    fn discover(&self, index: u32) -> Ipv4Addr {
-        match self.ask(index, MessageType::Discover, None, None) {
-            Some((MessageType::Offer, ip)) => ip,
-            other => panic!("client {index}: DISCOVER answered with {other:?}"),
-        }
-    }
-
-    fn dora(&self, index: u32) -> Ipv4Addr {
-        let offered = self.discover(index);
-        match self.ask(index, MessageType::Request, Some(offered), Some(SERVER)) {
-            Some((MessageType::Ack, ip)) if ip == offered => ip,
-            other => panic!("client {index}: REQUEST for {offered} answered with {other:?}"),
-        }
-    }
-
-    /// A datagram too short to be DHCP: counted as a `truncated` drop.
-    fn garbage(&self) {
-        self.socket.send_to(&[1, 2, 3, 4], self.server).unwrap();
-    }
 }
 
 /// Polls `f` until it returns Some, for at most `limit`.
@@ -351,8 +204,8 @@ fn control_and_metrics_in_process() {
 
     // Traffic: 20 clients with leases, one with an offer only, one bad datagram.
     let relay = Relay::new(port);
-    let leased: Vec<Ipv4Addr> = (0..20).map(|i| relay.dora(i)).collect();
-    let offered = relay.discover(100);
+    let leased: Vec<Ipv4Addr> = (0..20).map(|i| relay.dora(i).expect("lease")).collect();
+    let offered = relay.discover(100).expect("offer");
     relay.garbage();
 
     let mut client = Client::connect(&socket).unwrap();
@@ -526,7 +379,7 @@ fn control_and_metrics_in_process() {
 
     // top: live screens from deltas, bounded by --count.
     for i in 200..205 {
-        relay.dora(i);
+        relay.dora(i).expect("lease");
     }
     let screens = ctl(&socket, CtlCommand::Top { count: Some(2) }, true).unwrap();
     assert_eq!(screens.matches("\x1b[H\x1b[2J").count(), 2, "{screens}");
@@ -737,7 +590,7 @@ fn control_and_metrics_through_the_binary() {
     assert_eq!(mode & 0o777, 0o600);
 
     let relay = Relay::new(port);
-    let ip = relay.dora(1);
+    let ip = relay.dora(1).expect("lease");
     let socket_arg = socket.to_str().unwrap();
     let out = wait_for(Duration::from_secs(5), || {
         let out = ringlease(&["ctl", "--socket", socket_arg, "status", "--json"]);

@@ -7,21 +7,16 @@
 
 mod common;
 
-use std::io::ErrorKind;
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::relay::{Relay, SERVER};
 use common::{read_lossy, require_root, wait_for, Child, TempDir};
-use ringlease::proto::wire::dhcp::{MessageType, Packet, PacketWriter};
-use ringlease::proto::wire::options::code;
+use ringlease::proto::wire::dhcp::MessageType;
 
-const RELAY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
-const SERVER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
-const SERVER_ID: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
-/// How long the relay waits for one answer (loopback: anything slower is a lost reply).
-const ANSWER_WAIT: Duration = Duration::from_millis(500);
+const SERVER_ID: Ipv4Addr = SERVER;
 
 fn port(offset: u16) -> u16 {
     20_000 + (std::process::id() % 20_000) as u16 + offset
@@ -75,98 +70,6 @@ fn start(dir: &TempDir, name: &str, config: &str) -> Child {
         read_lossy(&log)
     );
     child
-}
-
-/// A relay agent on loopback forwarding requests of numbered simulated clients.
-struct Relay {
-    socket: UdpSocket,
-    server: SocketAddrV4,
-}
-
-impl Relay {
-    fn new(port: u16) -> Relay {
-        let socket = UdpSocket::bind(SocketAddrV4::new(RELAY, port)).expect("bind relay");
-        socket.set_read_timeout(Some(ANSWER_WAIT)).unwrap();
-        Relay {
-            socket,
-            server: SocketAddrV4::new(SERVER, port),
-        }
-    }
-
-    /// Sends one request of client `index` and returns the answer's type and yiaddr.
-    fn ask(
-        &self,
-        index: u32,
-        msg: MessageType,
-        requested: Option<Ipv4Addr>,
-        server_id: Option<Ipv4Addr>,
-    ) -> Option<(MessageType, Ipv4Addr)> {
-        let mut buf = [0u8; 1500];
-        let xid = index ^ ((msg as u32) << 24);
-        let mut w = PacketWriter::new(&mut buf, 600);
-        w.set_op(1);
-        w.set_htype(1);
-        w.set_chaddr(&[
-            2,
-            0xdd,
-            0,
-            (index >> 16) as u8,
-            (index >> 8) as u8,
-            index as u8,
-        ]);
-        w.set_xid(xid);
-        w.set_giaddr(RELAY);
-        w.push_u8(code::MESSAGE_TYPE, msg as u8).unwrap();
-        if let Some(ip) = requested {
-            w.push_ip(code::REQUESTED_IP, ip).unwrap();
-        }
-        if let Some(ip) = server_id {
-            w.push_ip(code::SERVER_ID, ip).unwrap();
-        }
-        let len = w.finish();
-        self.socket.send_to(&buf[..len], self.server).unwrap();
-        let deadline = Instant::now() + ANSWER_WAIT;
-        while Instant::now() < deadline {
-            match self.socket.recv(&mut buf) {
-                Ok(n) => {
-                    let Ok(reply) = Packet::parse(&buf[..n]) else {
-                        continue;
-                    };
-                    if reply.xid() == xid {
-                        return Some((reply.message_type(), reply.yiaddr()));
-                    }
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                    ) => {}
-                Err(e) => panic!("relay receive: {e}"),
-            }
-        }
-        None
-    }
-
-    fn discover(&self, index: u32) -> Option<Ipv4Addr> {
-        match self.ask(index, MessageType::Discover, None, None)? {
-            (MessageType::Offer, ip) => Some(ip),
-            other => panic!("client {index}: DISCOVER answered with {other:?}"),
-        }
-    }
-
-    /// DISCOVER then REQUEST; the ACKed address, or None when either went unanswered.
-    fn dora(&self, index: u32) -> Option<Ipv4Addr> {
-        let offered = self.discover(index)?;
-        match self.ask(index, MessageType::Request, Some(offered), Some(SERVER_ID))? {
-            (MessageType::Ack, ip) if ip == offered => Some(ip),
-            other => panic!("client {index}: REQUEST for {offered} answered with {other:?}"),
-        }
-    }
-
-    /// INIT-REBOOT: the client asks to keep `ip`.
-    fn reboot(&self, index: u32, ip: Ipv4Addr) -> Option<(MessageType, Ipv4Addr)> {
-        self.ask(index, MessageType::Request, Some(ip), None)
-    }
 }
 
 fn kill_9(server: &mut Child) {

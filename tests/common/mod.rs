@@ -21,6 +21,8 @@
 //! * `RINGLEASE_TEST_KEEP=1` keeps the temp dirs (configs, logs, leases).
 #![allow(dead_code)]
 
+pub mod relay;
+
 use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
