@@ -260,10 +260,9 @@ impl DropReport {
 /// Writes the whole lease table into a lease log snapshot while the workers keep serving (the
 /// table is read a chunk at a time, never locked for long).
 pub fn compact(server: &Server, log: &LeaseLog) {
-    // Workers answer clients; compaction can wait. On a box whose cores are all busy, a
-    // compaction at normal priority would take its share of a worker's core.
-    let _background = BackgroundPriority::enter();
     let started = Instant::now();
+    // The table is read at normal priority: this walk takes the shards' locks, and a thread
+    // that holds one must not wait behind the workers it blocks.
     let mut bindings = Vec::new();
     server.leases.visit_records(|c| {
         bindings.push(Binding {
@@ -280,42 +279,33 @@ pub fn compact(server: &Server, log: &LeaseLog) {
             hostname: Box::default(),
         })
     });
-    match log.write_snapshot(bindings.iter().map(Binding::as_ref)) {
-        Ok(()) => tracing::info!(
+    // Encoding and writing the snapshot takes no lock and can wait for the workers: it runs on
+    // a thread of its own at the lowest priority.
+    let written = thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                lower_this_threads_priority();
+                log.write_snapshot(bindings.iter().map(Binding::as_ref))
+            })
+            .join()
+    });
+    match written {
+        Ok(Ok(())) => tracing::info!(
             bindings = bindings.len(),
             ms = started.elapsed().as_millis() as u64,
             "lease log compacted"
         ),
-        Err(e) => tracing::error!("lease log compaction failed: {e}"),
+        Ok(Err(e)) => tracing::error!("lease log compaction failed: {e}"),
+        Err(_) => tracing::error!("lease log compaction panicked"),
     }
 }
 
-/// Lowers the calling thread to the lowest scheduling priority until dropped.
-struct BackgroundPriority {
-    previous: libc::c_int,
-}
-
-impl BackgroundPriority {
-    fn enter() -> Self {
-        // SAFETY: gettid and get/setpriority take no pointers; PRIO_PROCESS with a thread id
-        // changes only this thread's nice value on Linux.
-        unsafe {
-            let tid = libc::gettid() as libc::id_t;
-            let previous = libc::getpriority(libc::PRIO_PROCESS, tid);
-            libc::setpriority(libc::PRIO_PROCESS, tid, 19);
-            BackgroundPriority { previous }
-        }
-    }
-}
-
-impl Drop for BackgroundPriority {
-    fn drop(&mut self) {
-        // SAFETY: as in `enter`. Raising the priority back needs CAP_SYS_NICE unless it is the
-        // value the thread had; when it fails, the thread just stays in the background.
-        unsafe {
-            let tid = libc::gettid() as libc::id_t;
-            libc::setpriority(libc::PRIO_PROCESS, tid, self.previous);
-        }
+/// Gives the calling thread the lowest CPU priority (nice 19) for the rest of its life.
+fn lower_this_threads_priority() {
+    // SAFETY: gettid and setpriority take no pointers; PRIO_PROCESS with a thread id changes
+    // only this thread's nice value on Linux.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19);
     }
 }
 
