@@ -72,21 +72,7 @@ impl LogJournal {
 
 impl Journal for LogJournal {
     fn record(&mut self, change: &Change<'_>) -> Result<(), StorageUnavailable> {
-        let binding = BindingRef {
-            seq: change.seq,
-            ip: change.ip,
-            state: change.state,
-            flags: 0,
-            expires_s: change.expires_s,
-            // The failover fields: without a partner, what we told the client is all there is.
-            potential_expiry_s: change.expires_s,
-            partner_expiry_s: 0,
-            cltt_s: change.since_s,
-            state_since_s: change.since_s,
-            client: change.client,
-            hostname: &[],
-        };
-        match self.writer.append(&binding) {
+        match self.writer.append(&record_of(change)) {
             Ok(()) => {
                 self.appended += 1;
                 Ok(())
@@ -96,5 +82,24 @@ impl Journal for LogJournal {
                 Err(StorageUnavailable)
             }
         }
+    }
+}
+
+/// The lease log record of a lease table change: the one mapping between the two, used by
+/// the workers' appends and by compaction's snapshot.
+pub fn record_of<'a>(change: &Change<'a>) -> BindingRef<'a> {
+    BindingRef {
+        seq: change.seq,
+        ip: change.ip,
+        state: change.state,
+        flags: 0,
+        expires_s: change.expires_s,
+        // The failover fields: without a partner, what we told the client is all there is.
+        potential_expiry_s: change.expires_s,
+        partner_expiry_s: 0,
+        cltt_s: change.since_s,
+        state_since_s: change.since_s,
+        client: change.client,
+        hostname: &[],
     }
 }

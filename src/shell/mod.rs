@@ -264,21 +264,9 @@ pub fn compact(server: &Server, log: &LeaseLog) {
     // The table is read at normal priority: this walk takes the shards' locks, and a thread
     // that holds one must not wait behind the workers it blocks.
     let mut bindings = Vec::new();
-    server.leases.visit_records(|c| {
-        bindings.push(Binding {
-            seq: c.seq,
-            ip: c.ip,
-            state: c.state,
-            flags: 0,
-            expires_s: c.expires_s,
-            potential_expiry_s: c.expires_s,
-            partner_expiry_s: 0,
-            cltt_s: c.since_s,
-            state_since_s: c.since_s,
-            client: c.client.into(),
-            hostname: Box::default(),
-        })
-    });
+    server
+        .leases
+        .visit_records(|c| bindings.push(journal::record_of(c).to_owned()));
     // Encoding and writing the snapshot takes no lock and can wait for the workers: it runs on
     // a thread of its own at the lowest priority.
     let written = thread::scope(|scope| {
