@@ -4,6 +4,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 
+use crate::proto::failover;
 use crate::proto::lease::ClientKey;
 use crate::proto::subnet::{prefix_mask, Pool, Reservation, Subnet, Subnets};
 use crate::proto::wire::options::{self, code};
@@ -71,7 +72,31 @@ pub struct Config {
     pub server: ServerConfig,
     pub subnets: Subnets,
     pub operations: OperationsConfig,
+    /// The failover relationship, if this server is one of a pair.
+    pub failover: Option<FailoverConfig>,
 }
+
+/// Validated `[failover]` settings: the endpoint's protocol configuration plus where it runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FailoverConfig {
+    /// Name, role, dialect, MCLT, timers and limits as the protocol core takes them.
+    pub endpoint: failover::Config,
+    /// Where we listen for the partner; the primary also binds its outgoing connection to
+    /// this address (ISC matches an inbound connection by source address).
+    pub local: SocketAddrV4,
+    /// The partner; the primary connects to it, the secondary only listens.
+    pub peer: SocketAddrV4,
+    /// RFC 3074 buckets the primary serves (255: hot standby, 128: even load balance).
+    pub split: u8,
+    /// Percent of each pool's free addresses the secondary allocates from (None: the default
+    /// for `split`).
+    pub backup_share_percent: Option<u8>,
+    /// CPU for the failover thread.
+    pub core: Option<usize>,
+}
+
+/// The default failover port (IANA "dhcp-failover").
+pub const FAILOVER_PORT: u16 = 647;
 
 /// Default control socket path.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/ringlease/control.sock";
@@ -145,6 +170,31 @@ mod raw {
         pub subnet: Vec<Subnet>,
         pub control: Option<Control>,
         pub metrics: Option<Metrics>,
+        pub failover: Option<Failover>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Failover {
+        pub name: String,
+        pub role: String,
+        pub local: String,
+        pub peer: String,
+        pub dialect: Option<String>,
+        pub mclt: Option<u32>,
+        pub split: Option<u8>,
+        pub backup_share: Option<u8>,
+        pub secret_file: Option<String>,
+        pub max_unacked_bndupd: Option<u32>,
+        pub max_batch: Option<usize>,
+        pub send_timer: Option<u32>,
+        pub receive_timer: Option<u32>,
+        pub startup_timer: Option<u32>,
+        pub connect_retry: Option<u32>,
+        pub sync_timer: Option<u32>,
+        pub safe_period: Option<u32>,
+        pub max_clock_skew: Option<u32>,
+        pub core: Option<usize>,
     }
 
     #[derive(Deserialize)]
@@ -348,6 +398,7 @@ impl raw::Config {
                 )
             })?),
         };
+        let failover = self.failover.map(raw::Failover::validate).transpose()?;
         Ok(Config {
             server,
             subnets: Subnets::new(subnets),
@@ -355,6 +406,7 @@ impl raw::Config {
                 control_socket,
                 metrics_listen,
             },
+            failover,
         })
     }
 }
@@ -478,6 +530,103 @@ impl raw::Server {
             decline_hold_s: self.decline_hold.unwrap_or(86_400),
             recv_buffer_bytes: Some(self.recv_buffer_bytes.unwrap_or(DEFAULT_RECV_BUFFER_BYTES)),
             send_buffer_bytes: self.send_buffer_bytes,
+        })
+    }
+}
+
+/// "a.b.c.d" or "a.b.c.d:port" (default port 647).
+fn parse_failover_addr(key: &str, s: &str) -> Result<SocketAddrV4, ConfigError> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    match s.parse::<Ipv4Addr>() {
+        Ok(ip) => Ok(SocketAddrV4::new(ip, FAILOVER_PORT)),
+        Err(_) => err(
+            key,
+            format!("'{s}' is not an IPv4 address[:port] like 198.18.1.1:647"),
+        ),
+    }
+}
+
+impl raw::Failover {
+    fn validate(self) -> Result<FailoverConfig, ConfigError> {
+        let role = match self.role.as_str() {
+            "primary" => failover::Role::Primary,
+            "secondary" => failover::Role::Secondary,
+            other => {
+                return err(
+                    "failover.role",
+                    format!("'{other}' is not one of primary, secondary"),
+                )
+            }
+        };
+        let dialect = match self.dialect.as_deref().unwrap_or("ringlease") {
+            "ringlease" => failover::Dialect::Ringlease,
+            "isc" => failover::Dialect::Isc,
+            "microsoft" => failover::Dialect::Microsoft,
+            other => {
+                return err(
+                    "failover.dialect",
+                    format!("'{other}' is not one of ringlease, isc, microsoft"),
+                )
+            }
+        };
+        let local = parse_failover_addr("failover.local", &self.local)?;
+        let peer = parse_failover_addr("failover.peer", &self.peer)?;
+        if local.ip().is_unspecified() || local == peer {
+            return err(
+                "failover.local",
+                "must be this server's own address, not 0.0.0.0 and not the peer's",
+            );
+        }
+        if self.backup_share.is_some_and(|p| p > 100) {
+            return err("failover.backup_share", "is a percentage, 0..=100");
+        }
+        let secret = match &self.secret_file {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read(path)
+                    .or_else(|e| err("failover.secret_file", format!("cannot read {path}: {e}")))?;
+                let mut secret = text;
+                while secret.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    secret.pop();
+                }
+                if secret.is_empty() {
+                    return err("failover.secret_file", format!("{path} is empty"));
+                }
+                Some(secret)
+            }
+        };
+        let mut endpoint = failover::Config::new(self.name, role);
+        endpoint.dialect = dialect;
+        if dialect == failover::Dialect::Microsoft {
+            // Windows uses its own configuration, never the partner's values (MS-DHCPF §3.3.5.1).
+            endpoint.mclt_check = failover::MclCheck::RequireEqual;
+        }
+        let set = |value: Option<u32>, default: u32| value.unwrap_or(default);
+        endpoint.mclt_s = set(self.mclt, endpoint.mclt_s);
+        endpoint.max_unacked_bndupd = set(self.max_unacked_bndupd, endpoint.max_unacked_bndupd);
+        endpoint.max_batch = self.max_batch.unwrap_or(endpoint.max_batch);
+        endpoint.tsend_s = set(self.send_timer, endpoint.tsend_s);
+        endpoint.treceive_s = set(self.receive_timer, endpoint.treceive_s);
+        endpoint.startup_s = set(self.startup_timer, endpoint.startup_s);
+        endpoint.connect_retry_s = set(self.connect_retry, endpoint.connect_retry_s);
+        endpoint.sync_s = set(self.sync_timer, endpoint.sync_s);
+        endpoint.safe_period_s = self.safe_period;
+        endpoint.max_clock_skew_s = set(self.max_clock_skew, endpoint.max_clock_skew_s);
+        endpoint.secret = secret.map(failover::SharedSecret::new);
+        let split = self.split.unwrap_or(128);
+        endpoint.hba = failover::loadbalance::wire_hba(dialect, split);
+        endpoint
+            .validate()
+            .or_else(|e| err("failover", e.to_string()))?;
+        Ok(FailoverConfig {
+            endpoint,
+            local,
+            peer,
+            split,
+            backup_share_percent: self.backup_share,
+            core: self.core,
         })
     }
 }
@@ -730,5 +879,69 @@ dns = ["10.10.0.53"]
         let opts = &config.subnets.all()[0].options;
         assert!(opts.contains(&(150, vec![10, 0, 0, 1].into())));
         assert!(opts.contains(&(code::DOMAIN_NAME, b"isp.example".to_vec().into())));
+    }
+
+    const FAILOVER_EXAMPLE: &str = r#"
+[failover]
+name = "pair-a"
+role = "primary"
+local = "198.18.1.1:647"
+peer = "198.18.1.2"
+dialect = "ringlease"
+mclt = 3600
+split = 128
+"#;
+
+    #[test]
+    fn the_failover_example_is_valid() {
+        let text = format!("{ISSUE_EXAMPLE}{FAILOVER_EXAMPLE}");
+        let f = Config::from_toml(&text).unwrap().failover.unwrap();
+        assert_eq!(f.endpoint.name, "pair-a");
+        assert_eq!(f.endpoint.role, failover::Role::Primary);
+        assert_eq!(f.endpoint.mclt_s, 3600);
+        assert_eq!(f.peer, "198.18.1.2:647".parse().unwrap(), "default port");
+        assert_eq!(f.split, 128);
+        assert_eq!(f.endpoint.secret, None);
+        assert!(Config::from_toml(ISSUE_EXAMPLE).unwrap().failover.is_none());
+    }
+
+    #[test]
+    fn failover_errors_name_the_key() {
+        let with = |from: &str, to: &str| {
+            assert!(FAILOVER_EXAMPLE.contains(from), "{from}");
+            error_key(&format!(
+                "{ISSUE_EXAMPLE}{}",
+                FAILOVER_EXAMPLE.replace(from, to)
+            ))
+        };
+        assert_eq!(with("\"primary\"", "\"master\""), "failover.role");
+        assert_eq!(with("\"ringlease\"", "\"cisco\""), "failover.dialect");
+        assert_eq!(with("198.18.1.2", "peer.example"), "failover.peer");
+        assert_eq!(with("198.18.1.1:647", "198.18.1.2:647"), "failover.local");
+        assert_eq!(with("split = 128", "split = 300"), "line 25");
+        assert_eq!(with("mclt = 3600", "max_batch = 17"), "failover");
+        assert_eq!(
+            with("split = 128", "secret_file = \"/nonexistent/key\""),
+            "failover.secret_file"
+        );
+        assert_eq!(with("split = 128", "colour = 1"), "line 24");
+    }
+
+    #[test]
+    fn the_secret_file_loses_its_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        std::fs::write(&key, "s3cret\n").unwrap();
+        let text = format!(
+            "{ISSUE_EXAMPLE}{FAILOVER_EXAMPLE}secret_file = {:?}\n",
+            key.display().to_string()
+        );
+        let f = Config::from_toml(&text).unwrap().failover.unwrap();
+        assert_eq!(
+            f.endpoint.secret,
+            Some(failover::SharedSecret::new(b"s3cret".to_vec()))
+        );
+        std::fs::write(&key, "\n").unwrap();
+        assert_eq!(error_key(&text), "failover.secret_file");
     }
 }

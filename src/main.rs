@@ -65,7 +65,8 @@ enum LogCommand {
     /// Replay every file and report records, bindings, torn tails and corrupt records. Exits
     /// non-zero if there is damage in the middle of a file.
     Verify { dir: PathBuf },
-    /// Print the current binding of every address (or of one address / hardware address).
+    /// Print the current binding of every address (or of one address / hardware address), then
+    /// the failover relationships' recorded states (without --ip/--hw).
     Dump {
         dir: PathBuf,
         /// Only this address.
@@ -185,12 +186,13 @@ fn log_command(command: LogCommand) -> Result<(), String> {
             let replayed = verify(&dir).map_err(|e| e.to_string())?;
             let r = &replayed.report;
             println!(
-                "{}: {} segments, {} snapshots, {} records, {} bindings, highest seq {}",
+                "{}: {} segments, {} snapshots, {} records, {} bindings, {} relationships, highest seq {}",
                 dir.display(),
                 r.segments,
                 r.snapshots,
                 r.records,
                 r.bindings,
+                r.relationships,
                 r.max_seq
             );
             for (path, offset, bytes) in &r.torn_tails {
@@ -244,6 +246,21 @@ fn log_command(command: LogCommand) -> Result<(), String> {
                     b.state_since_s,
                     client
                 );
+            }
+            // Failover relationships' last recorded states: not bindings, so not under a filter.
+            if ip.is_none() && hw_key.is_none() {
+                for r in &replayed.relationships {
+                    // Escaped: a name must not break the line or the columns.
+                    let name = String::from_utf8_lossy(&r.name);
+                    println!(
+                        "relationship\t{}\tstate {}\tsince {}\tmclt {}\tseq {}",
+                        name.escape_debug(),
+                        r.state,
+                        r.entered_at_s,
+                        r.mclt_s,
+                        r.seq
+                    );
+                }
             }
             Ok(())
         }

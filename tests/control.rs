@@ -466,13 +466,25 @@ fn reload_under_load_drops_nothing() {
     let mut client = Client::connect(handle.socket_path()).unwrap();
 
     let done = Arc::new(AtomicU32::new(0));
+    // Reloads completed: the relay waits for the n-th halfway through its n-th stretch, so each
+    // reload overlaps exchanges yet every stretch ends with the reloaded settings.
+    let reloaded = Arc::new(AtomicU32::new(0));
     let relay = {
         let done = done.clone();
+        let reloaded = reloaded.clone();
         std::thread::spawn(move || {
             let relay = Relay::new(port);
             let mut failures = Vec::new();
             let mut seen = [0u32; 2];
+            let stretch = EXCHANGES / RELOADS;
             for i in 0..EXCHANGES {
+                if i % stretch == stretch / 2 {
+                    let n = i / stretch;
+                    wait_for(Duration::from_secs(30), || {
+                        (reloaded.load(Ordering::Relaxed) > n).then_some(())
+                    })
+                    .expect("the reloads make progress");
+                }
                 match relay.try_dora(i) {
                     Ok(ack) if ack.lease_time_s == Some(3600) => seen[0] += 1,
                     Ok(ack) if ack.lease_time_s == Some(7200) => seen[1] += 1,
@@ -504,6 +516,7 @@ fn reload_under_load_drops_nothing() {
         std::fs::write(&config_path, new).unwrap();
         let result = client.call(&json!({"cmd": "reload"})).unwrap();
         assert_eq!(result["changed"], json!(true), "reload {n}: {result}");
+        reloaded.store(n + 1, Ordering::Relaxed);
     }
     let (failures, seen) = relay.join().expect("the relay thread");
     assert!(

@@ -1,14 +1,19 @@
 //! Guards the one promise a DHCP server must never break: an address is never leased to two
 //! clients at once. Random sequences of DISCOVER/REQUEST/RENEW/RELEASE/DECLINE/INIT-REBOOT from
 //! many clients over a small pool, with time moving forward and expiry sweeps in between, are
-//! checked against a model of every ACK handed out.
+//! checked against a model of every ACK handed out. The same holds for a failover pair whose
+//! two servers hand out addresses side by side from their shares of the pool.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use proptest::prelude::*;
 use ringlease::config::Config;
-use ringlease::proto::lease::{Change, Journal, LeaseState, StorageUnavailable, Volatile};
+use ringlease::proto::failover::{Dialect, FailoverState, Role, ServiceGate};
+use ringlease::proto::lease::{
+    Change, Journal, LeaseState, PoolShare, StorageUnavailable, Volatile,
+};
 use ringlease::proto::server::{Decision, Policy, Server};
 use ringlease::proto::wire::dhcp::{MessageType, Packet, PacketWriter};
 use ringlease::proto::wire::options::code;
@@ -17,11 +22,17 @@ const START: u64 = 1_700_000_000;
 const RELAY: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 1);
 
 fn server() -> Server {
-    let config = Config::from_toml(
+    let (policy, subnets) = settings("192.0.2.1");
+    Server::new(policy, subnets)
+}
+
+/// The configuration both properties use, with `server_id`.
+fn settings(server_id: &str) -> (Policy, ringlease::proto::subnet::Subnets) {
+    let config = Config::from_toml(&format!(
         r#"
 [server]
 listen = ["127.0.0.1:67"]
-server_id = "192.0.2.1"
+server_id = "{server_id}"
 offer_hold = 5
 decline_hold = 20
 
@@ -31,15 +42,15 @@ pools = ["10.10.1.1-10.10.1.6"]
 lease_time = 30
 min_lease_time = 10
 max_lease_time = 60
-"#,
-    )
+"#
+    ))
     .unwrap();
     let policy = Policy {
         server_id: config.server.server_id,
         offer_hold_s: config.server.offer_hold_s,
         decline_hold_s: config.server.decline_hold_s,
     };
-    Server::new(policy, config.subnets)
+    (policy, config.subnets)
 }
 
 #[derive(Clone, Debug)]
@@ -101,6 +112,9 @@ struct Record {
     expires_s: u64,
     since_s: u64,
     client: Vec<u8>,
+    potential_expiry_s: u64,
+    partner_expiry_s: u64,
+    cltt_s: u64,
 }
 
 impl Record {
@@ -112,6 +126,9 @@ impl Record {
             expires_s: c.expires_s,
             since_s: c.since_s,
             client: c.client.to_vec(),
+            potential_expiry_s: c.potential_expiry_s,
+            partner_expiry_s: c.partner_expiry_s,
+            cltt_s: c.cltt_s,
         }
     }
 
@@ -123,6 +140,9 @@ impl Record {
             expires_s: self.expires_s,
             since_s: self.since_s,
             client: &self.client,
+            potential_expiry_s: self.potential_expiry_s,
+            partner_expiry_s: self.partner_expiry_s,
+            cltt_s: self.cltt_s,
         }
     }
 }
@@ -155,6 +175,9 @@ fn table_records(server: &Server) -> Vec<Record> {
             r.expires_s = 0;
             r.since_s = 0;
             r.client.clear();
+            r.potential_expiry_s = 0;
+            r.partner_expiry_s = 0;
+            r.cltt_s = 0;
         }
         out.push(r)
     });
@@ -212,65 +235,19 @@ fn run(
     // What each client believes: the last offer it saw and the lease it was ACKed.
     let mut offered: HashMap<u8, Ipv4Addr> = HashMap::new();
     let mut leased: HashMap<u8, (Ipv4Addr, u64)> = HashMap::new();
-    for op in ops.iter().cloned() {
-        let (client, bytes) = match op {
-            Op::Wait(s) => {
-                now += u64::from(s);
-                server.expire(now);
-                continue;
-            }
-            Op::Discover(c) => (
-                c,
-                encode(MessageType::Discover, c, Ipv4Addr::UNSPECIFIED, None, None),
-            ),
-            Op::Select(c) => match offered.get(&c) {
-                Some(&ip) => (
-                    c,
-                    encode(
-                        MessageType::Request,
-                        c,
-                        Ipv4Addr::UNSPECIFIED,
-                        Some(ip),
-                        server_id,
-                    ),
-                ),
-                None => continue,
-            },
-            Op::Renew(c) => match leased.get(&c) {
-                Some(&(ip, _)) => (c, encode(MessageType::Request, c, ip, None, None)),
-                None => continue,
-            },
-            Op::InitReboot(c, a) => {
-                let ip = Ipv4Addr::new(10, 10, 1, a);
-                (
-                    c,
-                    encode(
-                        MessageType::Request,
-                        c,
-                        Ipv4Addr::UNSPECIFIED,
-                        Some(ip),
-                        None,
-                    ),
-                )
-            }
-            Op::Release(c) => match leased.remove(&c) {
-                Some((ip, _)) => (c, encode(MessageType::Release, c, ip, None, server_id)),
-                None => continue,
-            },
-            Op::Decline(c) => match leased.remove(&c) {
-                Some((ip, _)) => (
-                    c,
-                    encode(
-                        MessageType::Decline,
-                        c,
-                        Ipv4Addr::UNSPECIFIED,
-                        Some(ip),
-                        server_id,
-                    ),
-                ),
-                None => continue,
-            },
+    for op in ops {
+        let Some(client) = op.client() else {
+            now += op.wait_s();
+            server.expire(now);
+            continue;
         };
+        let lease = leased.get(&client).map(|&(ip, _)| ip);
+        let Some(bytes) = message(op, offered.get(&client).copied(), lease, server_id) else {
+            continue;
+        };
+        if matches!(op, Op::Release(_) | Op::Decline(_)) {
+            leased.remove(&client);
+        }
         let packet = Packet::parse(&bytes).unwrap();
         let Decision::Reply(reply) = server.decide(&packet, Ipv4Addr::UNSPECIFIED, now, journal)
         else {
@@ -298,4 +275,177 @@ fn run(
         }
     }
     Ok(now)
+}
+
+impl Op {
+    /// The client sending the message; `None` for [`Op::Wait`].
+    fn client(&self) -> Option<u8> {
+        match *self {
+            Op::Discover(c)
+            | Op::Select(c)
+            | Op::Renew(c)
+            | Op::InitReboot(c, _)
+            | Op::Release(c)
+            | Op::Decline(c) => Some(c),
+            Op::Wait(_) => None,
+        }
+    }
+
+    fn wait_s(&self) -> u64 {
+        match *self {
+            Op::Wait(s) => u64::from(s),
+            _ => 0,
+        }
+    }
+}
+
+/// The packet `op`'s client sends, given the last offer it saw and the address it was ACKed;
+/// `None` when it has nothing to send (no offer to select, no lease to renew or give back).
+fn message(
+    op: &Op,
+    offered: Option<Ipv4Addr>,
+    leased: Option<Ipv4Addr>,
+    server_id: Option<Ipv4Addr>,
+) -> Option<Vec<u8>> {
+    let none = Ipv4Addr::UNSPECIFIED;
+    Some(match *op {
+        Op::Wait(_) => return None,
+        Op::Discover(c) => encode(MessageType::Discover, c, none, None, None),
+        Op::Select(c) => encode(MessageType::Request, c, none, Some(offered?), server_id),
+        Op::Renew(c) => encode(MessageType::Request, c, leased?, None, None),
+        Op::InitReboot(c, a) => {
+            let ip = Ipv4Addr::new(10, 10, 1, a);
+            encode(MessageType::Request, c, none, Some(ip), None)
+        }
+        Op::Release(c) => encode(MessageType::Release, c, leased?, None, server_id),
+        Op::Decline(c) => encode(MessageType::Decline, c, none, Some(leased?), server_id),
+    })
+}
+
+// ------------------------------------------------------------------------------------------
+// A failover pair
+// ------------------------------------------------------------------------------------------
+
+/// Short against the 30 s lease, so it cuts most first leases.
+const MCLT_S: u32 = 15;
+
+/// States a server's failover thread may put its gate in, as the pair property picks them.
+const STATES: [FailoverState; 5] = [
+    FailoverState::Normal,
+    FailoverState::CommunicationsInterrupted,
+    FailoverState::PartnerDown,
+    FailoverState::RecoverDone,
+    FailoverState::Startup,
+];
+
+#[derive(Clone, Debug)]
+enum PairOp {
+    /// A client message to server 0 (the primary) or 1 (the secondary), or time passing.
+    To(usize, Op),
+    /// Server `.0`'s failover state becomes `STATES[.1]`.
+    State(usize, usize),
+}
+
+fn pair_op() -> impl Strategy<Value = PairOp> {
+    prop_oneof![
+        10 => (0usize..2, op()).prop_map(|(s, o)| PairOp::To(s, o)),
+        1 => (0usize..2, 0..STATES.len()).prop_map(|(s, i)| PairOp::State(s, i)),
+    ]
+}
+
+/// A primary and a secondary configured alike (pool, 50 % share each, split 128), both
+/// answering every client (COMMUNICATIONS-INTERRUPTED: neither hears of the other's leases).
+fn pair() -> [(Server, Arc<ServiceGate>); 2] {
+    [(Role::Primary, "192.0.2.1"), (Role::Secondary, "192.0.2.2")].map(|(role, id)| {
+        let (policy, subnets) = settings(id);
+        let gate = Arc::new(ServiceGate::new(role, Dialect::Ringlease, 128));
+        gate.set_state(FailoverState::CommunicationsInterrupted, MCLT_S);
+        let share = PoolShare::new(role, 128, None);
+        let server = Server::with_failover(policy, subnets, Some(share), Some(gate.clone()));
+        (server, gate)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Two servers of a failover pair that cannot talk hand out addresses side by side; each
+    /// client talks to either, at random, and the failover states change under them. No
+    /// address may be ACKed to two clients at once across both, and no ACK may outlast the
+    /// MCLT where the state bounds it.
+    #[test]
+    fn a_failover_pair_never_leases_one_address_twice(ops in prop::collection::vec(pair_op(), 1..300)) {
+        run_pair(&pair(), &ops)?;
+    }
+}
+
+fn run_pair(pair: &[(Server, Arc<ServiceGate>); 2], ops: &[PairOp]) -> Result<(), TestCaseError> {
+    let mut now = START;
+    // What each client believes of each server: the last offer and the lease it was ACKed.
+    let mut offered: HashMap<(usize, u8), Ipv4Addr> = HashMap::new();
+    let mut leased: HashMap<(usize, u8), Ipv4Addr> = HashMap::new();
+    // The truth the ACKs and RELEASE/DECLINE answers told: address → (client, lease end).
+    let mut holders: HashMap<Ipv4Addr, (u8, u64)> = HashMap::new();
+    for op in ops {
+        let (at, op) = match op {
+            PairOp::State(at, state) => {
+                pair[*at].1.set_state(STATES[*state], MCLT_S);
+                continue;
+            }
+            PairOp::To(at, op) => (*at, op),
+        };
+        let (server, gate) = &pair[at];
+        let Some(client) = op.client() else {
+            now += op.wait_s();
+            for (server, _) in pair {
+                server.expire(now);
+            }
+            continue;
+        };
+        let server_id = Some(server.settings().policy.server_id);
+        let mine = leased.get(&(at, client)).copied();
+        let Some(bytes) = message(op, offered.get(&(at, client)).copied(), mine, server_id) else {
+            continue;
+        };
+        let packet = Packet::parse(&bytes).unwrap();
+        match server.decide(&packet, Ipv4Addr::UNSPECIFIED, now, &mut Volatile) {
+            Decision::Reply(reply) if reply.message_type == MessageType::Offer => {
+                offered.insert((at, client), reply.yiaddr);
+            }
+            Decision::Reply(reply) if reply.message_type == MessageType::Ack => {
+                let ip = reply.yiaddr;
+                let lease_s = reply.lease_time_s.unwrap();
+                if gate.state() != Some(FailoverState::PartnerDown) {
+                    // No partner ever acknowledged a binding: every lease is within the MCLT.
+                    prop_assert!(lease_s <= MCLT_S, "{lease_s} s beyond the MCLT");
+                }
+                if let Some(&(other, until)) = holders.get(&ip) {
+                    prop_assert!(
+                        other == client || until <= now,
+                        "{ip} ACKed to client {client} by server {at} while client {other} holds it until {until} (now {now})"
+                    );
+                }
+                // A client holds one address per server: one it moved from is given back.
+                if let Some(old) = leased.insert((at, client), ip).filter(|&old| old != ip) {
+                    if holders.get(&old).is_some_and(|&(c, _)| c == client) {
+                        holders.remove(&old);
+                    }
+                }
+                holders.insert(ip, (client, now + u64::from(lease_s)));
+            }
+            Decision::Reply(reply) if reply.message_type == MessageType::Nak => {
+                leased.remove(&(at, client));
+            }
+            Decision::Done => {
+                // A RELEASE or DECLINE was taken: the client no longer holds the address.
+                if let Some(ip) = leased.remove(&(at, client)) {
+                    if holders.get(&ip).is_some_and(|&(c, _)| c == client) {
+                        holders.remove(&ip);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }

@@ -185,10 +185,37 @@ fn duration_text(seconds: u64) -> String {
 }
 
 fn failover_text(status: &Value) -> String {
-    match &status["failover"] {
-        Value::Null => "failover: not configured".into(),
-        other => format!("failover: {other}"),
+    let Some(relationships) = status["failover"].as_array() else {
+        return "failover: not configured".into();
+    };
+    let mut out = String::new();
+    for r in relationships {
+        let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
+        let lag = &r["replication_lag_ms"];
+        let _ = write!(
+            out,
+            "failover {} ({}, partner {}): {} since {} — {}\n  partner state {}, link {}, \
+             queued {} outstanding BNDUPD {}, sent {} updates in {} BNDUPD, applied {} from the partner, \
+             lag ms p50 {} p99 {} max {}",
+            text(&r["name"]),
+            text(&r["role"]),
+            text(&r["partner"]),
+            text(&r["state"]),
+            u(&r["state_since"]),
+            text(&r["allowed"]),
+            text(&r["partner_state"]),
+            text(&r["link"]),
+            u(&r["queued"]),
+            u(&r["outstanding_bndupd"]),
+            u(&r["updates_sent"]),
+            u(&r["bndupd_sent"]),
+            u(&r["updates_applied"]),
+            lag["p50"],
+            lag["p99"],
+            lag["max"],
+        );
     }
+    out
 }
 
 fn latency_text(label: &str, h: &Value) -> String {

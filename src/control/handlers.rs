@@ -59,7 +59,7 @@ pub(crate) fn handle(state: &State, request: Request) -> Result<Value, String> {
         Request::Status {} => Ok(status(state)),
         Request::Lease { ip, hw, client_id } => lease(state, ip, hw, client_id),
         Request::Release { ip } => release(state, ip),
-        Request::PartnerDown {} => Err("no failover relationship is configured".into()),
+        Request::PartnerDown {} => partner_down(state),
         Request::Reload {} => reload(state),
     }
 }
@@ -123,7 +123,7 @@ fn status(state: &State) -> Value {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": state.metrics.uptime().as_secs_f64(),
         "backend": state.backend.name(),
-        "failover": Value::Null,
+        "failover": failover_status(state),
         "workers": per_worker,
         "total": {
             "received": total.received,
@@ -142,6 +142,23 @@ fn status(state: &State) -> Value {
             "disk_bytes": state.log.disk_bytes(),
         },
     })
+}
+
+fn failover_status(state: &State) -> Value {
+    match &state.failover {
+        None => Value::Null,
+        Some(f) => json!([&*f.status.lock()]),
+    }
+}
+
+fn partner_down(state: &State) -> Result<Value, String> {
+    let failover = state
+        .failover
+        .as_ref()
+        .ok_or("no failover relationship is configured")?;
+    failover.partner_down()?;
+    tracing::warn!("failover: PARTNER-DOWN entered by the operator");
+    Ok(failover_status(state))
 }
 
 /// Share of the pools in use (bound, offered or declined).
@@ -324,7 +341,8 @@ fn with_journal<T>(
             .log
             .writer()
             .map_err(|e| format!("cannot open a lease log segment: {e}"))?;
-        *slot = Some(LogJournal::new(writer));
+        let feed = state.failover.as_ref().map(|f| f.feed());
+        *slot = Some(LogJournal::new(writer, feed));
     }
     let journal = slot.as_mut().expect("just opened");
     f(journal)
@@ -350,7 +368,7 @@ fn release(state: &State, ip: Ipv4Addr) -> Result<Value, String> {
                 ))
             }
         }
-        journal.writer().sync().map_err(|e| {
+        journal.sync_now().map_err(|e| {
             format!("{ip} was released, but the lease log sync failed ({e}): the release may not survive a crash")
         })?;
         Ok(())

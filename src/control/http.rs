@@ -2,8 +2,8 @@
 //! reads natively), encoded by `prometheus-client` from the workers' published metrics on each
 //! scrape, served by `tiny_http` on a housekeeping thread.
 //!
-//! Failover metrics (state, BNDUPD/BNDACK counts, outstanding updates, replication lag) are not
-//! exported: they come with failover.
+//! With a failover relationship: its state (as the draft's server-state code), queue depth,
+//! outstanding BNDUPDs, BNDUPD/BNDACK counters and the replication lag percentiles.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -151,6 +151,7 @@ pub fn render_metrics(running: &crate::shell::Running, config: &crate::config::C
         running.backend,
         config.clone(),
         None,
+        running.failover(),
     )))
 }
 
@@ -414,6 +415,108 @@ impl Collector for Exporter {
             "ringlease_lease_log_sync",
             "Duration of each lease log data sync (one per receive batch with binding changes).",
             &total.sync_us,
-        )
+        )?;
+        if let Some(failover) = &state.failover {
+            failover_metrics(e, &failover.status.lock())?;
+        }
+        Ok(())
     }
+}
+
+fn failover_metrics(e: &mut DescriptorEncoder, s: &crate::shell::failover::Status) -> EncodeResult {
+    let name = [("relationship", s.name.as_str())];
+    let one = |v: f64| [(&name[..], v)];
+    let state = [("relationship", s.name.as_str()), ("state", s.state)];
+    gauge(
+        e,
+        "ringlease_failover_state",
+        "The relationship's endpoint state (value 1, the state in a label).",
+        None,
+        &[(&state[..], 1.0)],
+    )?;
+    let up = if s.link == "up" { 1.0 } else { 0.0 };
+    gauge(
+        e,
+        "ringlease_failover_link_up",
+        "1 when communications with the partner are up.",
+        None,
+        &one(up),
+    )?;
+    gauge(
+        e,
+        "ringlease_failover_queued_updates",
+        "Binding changes waiting to be sent to the partner.",
+        None,
+        &one(s.queued as f64),
+    )?;
+    gauge(
+        e,
+        "ringlease_failover_outstanding_bndupd",
+        "BNDUPDs sent and not yet acknowledged.",
+        None,
+        &one(s.outstanding_bndupd as f64),
+    )?;
+    let count = |v: u64| [(&name[..], v)];
+    counter(
+        e,
+        "ringlease_failover_bndupd_sent",
+        "BNDUPD messages sent.",
+        &count(s.bndupd_sent),
+    )?;
+    counter(
+        e,
+        "ringlease_failover_updates_sent",
+        "Binding updates sent (up to 16 per BNDUPD).",
+        &count(s.updates_sent),
+    )?;
+    counter(
+        e,
+        "ringlease_failover_bndack_received",
+        "BNDACK messages received.",
+        &count(s.bndack_received),
+    )?;
+    counter(
+        e,
+        "ringlease_failover_bndupd_received",
+        "BNDUPD messages received.",
+        &count(s.bndupd_received),
+    )?;
+    counter(
+        e,
+        "ringlease_failover_updates_applied",
+        "Partner binding updates stored.",
+        &count(s.updates_applied),
+    )?;
+    counter(
+        e,
+        "ringlease_failover_updates_rejected",
+        "Partner binding updates rejected.",
+        &count(s.updates_rejected),
+    )?;
+    counter(
+        e,
+        "ringlease_failover_full_resyncs",
+        "Times every binding was queued again after the change queue overflowed.",
+        &count(s.full_resyncs),
+    )?;
+    let lag = &s.replication_lag_ms;
+    let quantile = |q: &'static str, v: f64| {
+        (
+            [("relationship", s.name.as_str()), ("quantile", q)],
+            v / 1000.0,
+        )
+    };
+    let samples = [
+        quantile("0.5", lag.p50),
+        quantile("0.99", lag.p99),
+        quantile("1", lag.max),
+    ];
+    let samples: Vec<(&[(&str, &str)], f64)> = samples.iter().map(|(l, v)| (&l[..], *v)).collect();
+    gauge(
+        e,
+        "ringlease_failover_replication_lag",
+        "Time from a lease change being durable here to the partner's BNDACK for it, by quantile.",
+        Some(&Unit::Seconds),
+        &samples,
+    )
 }

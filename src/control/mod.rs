@@ -26,12 +26,12 @@
 //!
 //! | request | result |
 //! |---|---|
-//! | `{"cmd":"status"}` | version, uptime, backend, per-worker counters and rates, totals by message type, drops by reason, latency percentiles and buckets, lease counts per subnet, lease log size, `"failover": null` (not configured) |
+//! | `{"cmd":"status"}` | version, uptime, backend, per-worker counters and rates, totals by message type, drops by reason, latency percentiles and buckets, lease counts per subnet, lease log size, `"failover"`: null when not configured, else a list with one object per relationship (state, since, what it allows, link, partner state, queue depth, outstanding BNDUPDs, counters, replication lag) |
 //! | `{"cmd":"lease","ip":"10.0.0.5"}` | `{"leases":[lease]}`: the address's record (`"state":"free"` if never used) |
 //! | `{"cmd":"lease","hw":"02:00:00:00:00:01"}` | `{"leases":[…]}`: what the client with that Ethernet address holds now, in every subnet (also found when it identifies itself by client identifier `01:` + hardware address) |
 //! | `{"cmd":"lease","client_id":"01:02:03"}` | `{"leases":[…]}`: what the client with that client identifier (option 61, hex) holds now |
 //! | `{"cmd":"release","ip":"10.0.0.5"}` | `{"released":"10.0.0.5","client":"hw 02:…"}`: the lease or offer on that address is ended, recorded in the lease log and synced before the answer |
-//! | `{"cmd":"partner-down"}` | error: no failover relationship is configured |
+//! | `{"cmd":"partner-down"}` | puts the relationship in PARTNER-DOWN (operator's word that the partner is down); error if none is configured or the state does not allow it |
 //! | `{"cmd":"reload"}` | re-reads the configuration file. `{"changed":false,"message":"no changes"}` if it matches what runs; `{"changed":true,"applied":["subnet[0].lease_time",…],"message":"applied: …"}` once the live settings (subnet options and lease times, `offer_hold`, `decline_hold`) are swapped in; an error naming every key that needs a restart (`subnet[0].pools: restart needed; nothing was changed`), with nothing applied, otherwise |
 //!
 //! A lease is `{"ip","subnet","state","expires_s","expires_in_s","client","in_pool",
@@ -159,6 +159,7 @@ pub fn start(
         running.backend,
         config.clone(),
         config_path,
+        running.failover(),
     ));
     start_with(
         state,
@@ -254,6 +255,8 @@ pub(crate) struct State {
     pub(crate) rates: Mutex<server::Rates>,
     /// The control thread's lease log writer for `release`, opened on first use.
     pub(crate) journal: Mutex<Option<crate::shell::journal::LogJournal>>,
+    /// The failover relationship, if one is configured.
+    pub(crate) failover: Option<crate::shell::failover::FailoverControl>,
 }
 
 /// Lease counts of one subnet.
@@ -272,6 +275,7 @@ impl State {
         backend: Backend,
         config: Config,
         config_path: Option<PathBuf>,
+        failover: Option<crate::shell::failover::FailoverControl>,
     ) -> State {
         let workers = metrics.workers();
         State {
@@ -284,6 +288,7 @@ impl State {
             counts: Mutex::new(None),
             rates: Mutex::new(server::Rates::new(workers)),
             journal: Mutex::new(None),
+            failover,
         }
     }
 

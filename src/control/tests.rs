@@ -16,7 +16,7 @@ use super::handlers::{bucket_counts, handle_line, parse_hex};
 use super::*;
 use crate::leaselog::LogOptions;
 use crate::metrics::WorkerMetrics;
-use crate::proto::lease::{ClientKey, Commit, Volatile};
+use crate::proto::lease::{ClientKey, Commit, LeaseTime, Volatile};
 use crate::proto::server::Policy;
 use crate::proto::wire::dhcp::MessageType;
 use crate::proto::wire::DropReason;
@@ -79,6 +79,7 @@ fn fixture() -> Fixture {
         Backend::Fallback,
         config,
         Some(config_path),
+        None,
     ));
     Fixture { dir, state }
 }
@@ -112,7 +113,7 @@ fn bind(state: &State) -> Ipv4Addr {
         subnet,
         client.as_bytes(),
         ip,
-        3600,
+        LeaseTime::plain(3600),
         unix_now_s(),
         &mut Volatile,
     );

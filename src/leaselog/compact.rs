@@ -9,10 +9,15 @@
 //!    directory. Each file is covered on its own, so any subset of deletions is safe.
 //!
 //! "Covered" is checked, not assumed: a file is deleted only if, for every record in it, the
-//! snapshot holds a record of the same address with an equal or higher `seq`. So a caller that
-//! read its table a little before calling (and missed a change sealed in between) costs disk
-//! space, not a lease.
+//! snapshot holds a record of the same address (relationship name) with an equal or higher
+//! `seq`. So a caller that read its table a little before calling (and missed a change sealed
+//! in between) costs disk space, not a lease.
+//!
+//! Relationship records are not the caller's business: every snapshot gets the latest record
+//! of each relationship the log knows (replayed at open, or appended since), taken after the
+//! list of sealed files, so every relationship record of a file that may be deleted is in it.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::fd::AsRawFd;
@@ -20,7 +25,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
-use super::record::{self, BindingRef, FileHeader, FileKind, MAX_RECORD_LEN};
+use super::record::{
+    self, BindingRef, FileHeader, FileKind, RecordRef, RelationshipRecord, MAX_RECORD_LEN,
+};
 use super::replay::{self, Head, IpMap};
 use super::segment::{segment_path, snapshot_path};
 use super::{FileEntry, LeaseLog, LogError};
@@ -38,10 +45,11 @@ pub enum SnapshotStep<'p> {
 }
 
 impl LeaseLog {
-    /// Compaction: writes every binding given into a new snapshot (temporary name, fsync,
-    /// rename, fsync of the directory), then deletes the segments sealed before this call and
-    /// the older snapshots, each if the snapshot covers it (see the module doc). Records in
-    /// still-active segments stay; last-seq-wins keeps replay right.
+    /// Compaction: writes every binding given, and the latest record of every failover
+    /// relationship the log knows, into a new snapshot (temporary name, fsync, rename, fsync of
+    /// the directory), then deletes the segments sealed before this call and the older
+    /// snapshots, each if the snapshot covers it (see the module doc). Records in still-active
+    /// segments stay; last-seq-wins keeps replay right.
     ///
     /// Pass the WHOLE current table, Released and Expired addresses included: they are
     /// tombstones that must outlive any older record of their address. Read the table while
@@ -68,10 +76,24 @@ impl LeaseLog {
             let files = shared.files.lock();
             (files.sealed.clone(), files.snapshots.clone())
         };
+        // After the file list: a relationship record in a listed file was appended, and so
+        // noted, before its segment was sealed.
+        let relationships: Vec<RelationshipRecord> =
+            shared.relationships.lock().values().cloned().collect();
         let number = shared.next_number.fetch_add(1, Ordering::Relaxed);
         let path = snapshot_path(&shared.dir, number);
         let tmp = tmp_path(&path);
-        let (latest, bytes) = match write_file(&shared.dir, &tmp, number, bindings) {
+        #[expect(
+            clippy::redundant_closure,
+            reason = "the closure shortens the bindings' lifetime to the relationships' one; \
+                      the variant's constructor would not compile"
+        )]
+        let records = bindings.map(|b| RecordRef::Binding(b)).chain(
+            relationships
+                .iter()
+                .map(|r| RecordRef::Relationship(r.as_ref())),
+        );
+        let (latest, bytes) = match write_file(&shared.dir, &tmp, number, records) {
             Ok(written) => written,
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
@@ -131,14 +153,40 @@ fn tmp_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Writes a snapshot file and fsyncs it; returns the highest seq per address in it and its
-/// size.
+/// The highest seq per address and per relationship name in a snapshot.
+#[derive(Default)]
+struct Latest {
+    ips: IpMap<u64>,
+    names: HashMap<Box<[u8]>, u64>,
+}
+
+impl Latest {
+    fn add(&mut self, record: &RecordRef<'_>) {
+        let seq = match record {
+            RecordRef::Binding(b) => self.ips.entry(u32::from(b.ip)).or_insert(b.seq),
+            RecordRef::Relationship(r) => self.names.entry(r.name.into()).or_insert(r.seq),
+        };
+        *seq = (*seq).max(record.seq());
+    }
+
+    /// Holds a record of the same address (name) with an equal or higher seq.
+    fn covers(&self, record: &RecordRef<'_>) -> bool {
+        let seq = match record {
+            RecordRef::Binding(b) => self.ips.get(&u32::from(b.ip)),
+            RecordRef::Relationship(r) => self.names.get(r.name),
+        };
+        seq.is_some_and(|&seq| seq >= record.seq())
+    }
+}
+
+/// Writes a snapshot file and fsyncs it; returns the highest seq per address and name in it
+/// and its size.
 fn write_file<'a>(
     dir: &Path,
     path: &Path,
     number: u64,
-    bindings: impl Iterator<Item = BindingRef<'a>>,
-) -> Result<(IpMap<u64>, u64), LogError> {
+    records: impl Iterator<Item = RecordRef<'a>>,
+) -> Result<(Latest, u64), LogError> {
     let err = |e| LogError::io(dir, path, e);
     let file = OpenOptions::new()
         .write(true)
@@ -154,20 +202,24 @@ fn write_file<'a>(
     out.write_all(&header).map_err(err)?;
     let mut bytes = header.len() as u64;
     let mut written_back = 0u64;
-    let mut latest = IpMap::default();
+    let mut latest = Latest::default();
     let mut buf = [0u8; MAX_RECORD_LEN];
-    for b in bindings {
-        if record::encoded_len(&b).is_none() {
-            return Err(LogError::RecordTooLarge {
-                client_len: b.client.len(),
-                hostname_len: b.hostname.len(),
+    for r in records {
+        if r.encoded_len().is_none() {
+            return Err(match r {
+                RecordRef::Binding(b) => LogError::RecordTooLarge {
+                    client_len: b.client.len(),
+                    hostname_len: b.hostname.len(),
+                },
+                RecordRef::Relationship(r) => LogError::BadRelationshipName {
+                    name_len: r.name.len(),
+                },
             });
         }
-        let len = record::encode_into(&mut buf, &b);
+        let len = r.encode_into(&mut buf);
         out.write_all(&buf[..len]).map_err(err)?;
         bytes += len as u64;
-        let seq = latest.entry(u32::from(b.ip)).or_insert(b.seq);
-        *seq = (*seq).max(b.seq);
+        latest.add(&r);
         if bytes - written_back >= WRITEBACK_CHUNK {
             out.flush().map_err(err)?;
             write_back(out.get_ref(), written_back, bytes).map_err(err)?;
@@ -202,14 +254,14 @@ fn write_back(file: &File, from: u64, to: u64) -> std::io::Result<()> {
     }
 }
 
-/// Does the snapshot (`latest`: highest seq per address) hold, for every record of this file,
-/// a record of the same address with an equal or higher seq?
+/// Does the snapshot (`latest`) hold, for every record of this file, a record of the same
+/// address (relationship name) with an equal or higher seq?
 fn covered(
     dir: &Path,
     path: &Path,
     kind: FileKind,
     number: u64,
-    latest: &IpMap<u64>,
+    latest: &Latest,
 ) -> Result<bool, LogError> {
     let map = replay::map_file(dir, path)?;
     let buf: &[u8] = map.as_deref().unwrap_or(&[]);
@@ -217,10 +269,6 @@ fn covered(
         return Ok(true);
     }
     let mut all = true;
-    replay::walk(buf, |_, b| {
-        all &= latest
-            .get(&u32::from(b.ip))
-            .is_some_and(|&seq| seq >= b.seq);
-    });
+    replay::walk(buf, |_, record| all &= latest.covers(record));
     Ok(all)
 }

@@ -22,6 +22,13 @@
 //! ([`LeaseLog::write_snapshot`]) writes the whole table into a snapshot and then deletes the
 //! sealed segments and older snapshots it covers.
 //!
+//! The log also keeps the endpoint state of each failover relationship (MS-DHCPF 3.1.3: the
+//! state, when it was entered, the MCLT), so a restart knows where it left off: the same
+//! record format with another record kind ([`RelationshipRecord`], appended with
+//! [`LogWriter::append_relationship`]). Replay returns them apart from the bindings, latest
+//! `seq` per name, and the log remembers the latest of each name itself, so that every
+//! snapshot includes them without the caller's help.
+//!
 //! Files in the directory (which must be private to this process: see [`segment`]):
 //! `seg-<16 hex digits>.log` segments, `snap-<16 hex digits>.log` snapshots,
 //! `snap-….log.tmp` (an unfinished snapshot, removed by `open`), and `lock` (an `flock` that
@@ -32,6 +39,7 @@ pub mod record;
 pub mod replay;
 pub mod segment;
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -41,7 +49,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 pub use compact::SnapshotStep;
-pub use record::{Binding, BindingRef, FileKind};
+pub use record::{Binding, BindingRef, FileKind, RecordRef, RelationshipRecord, RelationshipRef};
 pub use replay::{verify, ReplayReport, Replayed};
 pub use segment::{LogWriter, SyncPoint};
 
@@ -82,6 +90,11 @@ pub enum LogError {
         client_len: usize,
         hostname_len: usize,
     },
+    #[error(
+        "failover relationship name of {name_len} bytes; it must have 1 to {} bytes",
+        record::MAX_RELATIONSHIP_NAME_LEN
+    )]
+    BadRelationshipName { name_len: usize },
     #[error("invalid lease log options: {0}")]
     InvalidOptions(&'static str),
     #[error("lease log directory {0} is in use by another process")]
@@ -120,6 +133,9 @@ pub(crate) struct Shared {
     pub(crate) files: Mutex<Files>,
     /// One compaction at a time.
     pub(crate) compaction: Mutex<()>,
+    /// The latest record of every failover relationship, by name: what replay found, updated
+    /// by every append. Compaction writes all of them into each snapshot.
+    pub(crate) relationships: Mutex<BTreeMap<Box<[u8]>, RelationshipRecord>>,
     /// Holds the directory's `flock` for as long as the log or a writer lives.
     _lock: File,
 }
@@ -149,6 +165,20 @@ impl Shared {
 
     pub(crate) fn seal(&self, number: u64, bytes: u64) {
         self.files.lock().sealed.push(FileEntry { number, bytes });
+    }
+
+    /// Remembers `r` unless a record of its name with a higher `seq` is known: replay's rule,
+    /// so memory and disk agree on the winner. (On equal seqs, which callers never produce,
+    /// the later append wins: the snapshot then holds what the newest file holds.)
+    pub(crate) fn note_relationship(&self, r: &RelationshipRecord) {
+        let mut relationships = self.relationships.lock();
+        match relationships.get_mut(&*r.name) {
+            Some(known) if known.seq > r.seq => {}
+            Some(known) => known.clone_from(r),
+            None => {
+                relationships.insert(r.name.clone(), r.clone());
+            }
+        }
     }
 }
 
@@ -201,6 +231,13 @@ impl LeaseLog {
             disk_bytes: AtomicU64::new(disk_bytes),
             files: Mutex::new(files),
             compaction: Mutex::new(()),
+            relationships: Mutex::new(
+                replayed
+                    .relationships
+                    .iter()
+                    .map(|r| (r.name.clone(), r.clone()))
+                    .collect(),
+            ),
             _lock: lock,
         };
         let log = LeaseLog {
@@ -246,3 +283,6 @@ impl LeaseLog {
         self.shared.options
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,4 +1,5 @@
-//! Replay: reading every segment and snapshot back into the latest binding per address.
+//! Replay: reading every segment and snapshot back into the latest binding per address, and
+//! the latest relationship record per name.
 //!
 //! Walking one file: records follow the header back to back. A zero length field ends them.
 //! A record that fails its checks (length out of range or past the end of the file, CRC
@@ -8,9 +9,10 @@
 //! - **corruption in the middle**: a valid record follows. Its offset is reported and the walk
 //!   resumes at that next valid record, so what follows the damage is not lost.
 //!
-//! Across files, the record with the highest `seq` wins for each address.
+//! Across files, the record with the highest `seq` wins for each address, and, apart from the
+//! bindings, for each relationship name. Relationship records never become bindings.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::os::unix::fs::FileExt;
@@ -18,7 +20,9 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
-use super::record::{self, Binding, BindingRef, FileKind, RecordError, ALIGN, HEADER_LEN};
+use super::record::{
+    self, Binding, FileKind, RecordError, RecordRef, RelationshipRecord, ALIGN, HEADER_LEN,
+};
 use super::segment::parse_file_name;
 use super::LogError;
 
@@ -29,11 +33,13 @@ pub struct ReplayReport {
     pub segments: usize,
     /// Snapshot files read.
     pub snapshots: usize,
-    /// Valid records read, in all files.
+    /// Valid records read, of both kinds, in all files.
     pub records: u64,
     /// Addresses with a binding (the length of [`Replayed::bindings`]).
     pub bindings: usize,
-    /// Highest `seq` of any record (0 when there is none).
+    /// Failover relationships with a record (the length of [`Replayed::relationships`]).
+    pub relationships: usize,
+    /// Highest `seq` of any record, relationship records included (0 when there is none).
     pub max_seq: u64,
     /// Torn tails: (file, offset of the first bad record, bytes from there to the last nonzero
     /// byte of the file). `open` zero-fills them.
@@ -48,6 +54,8 @@ pub struct ReplayReport {
 pub struct Replayed {
     /// The latest record of every address, sorted by `seq`.
     pub bindings: Vec<Binding>,
+    /// The latest record of every failover relationship, sorted by name.
+    pub relationships: Vec<RelationshipRecord>,
     pub report: ReplayReport,
 }
 
@@ -85,14 +93,14 @@ pub(crate) struct Walk {
 }
 
 /// Walks the records of `file` (a whole file, header included, already checked), calling
-/// `each(offset, record)` for every valid one.
-pub(crate) fn walk(file: &[u8], mut each: impl FnMut(usize, &BindingRef<'_>)) -> Walk {
+/// `each(offset, record)` for every valid one, of either kind.
+pub(crate) fn walk(file: &[u8], mut each: impl FnMut(usize, &RecordRef<'_>)) -> Walk {
     let mut result = Walk::default();
     let mut pos = HEADER_LEN;
     while pos < file.len() {
         match record::decode(&file[pos..]) {
-            Ok((binding, len)) => {
-                each(pos, &binding);
+            Ok((record, len)) => {
+                each(pos, &record);
                 result.records += 1;
                 pos += len;
             }
@@ -255,6 +263,8 @@ pub(crate) fn replay_dir(dir: &Path, mode: Mode) -> Result<(Replayed, Vec<Scanne
     let mut scanned = Vec::with_capacity(names.len());
     let mut maps: Vec<Option<Mmap>> = Vec::with_capacity(names.len());
     let mut winners: IpMap<Winner> = IpMap::default();
+    // Few, so kept owned as they are found.
+    let mut relationships: BTreeMap<Box<[u8]>, RelationshipRecord> = BTreeMap::new();
     let mut removed_any = false;
     for &(number, kind) in &names {
         let path = match kind {
@@ -273,8 +283,21 @@ pub(crate) fn replay_dir(dir: &Path, mode: Mode) -> Result<(Replayed, Vec<Scanne
         let file_index = maps.len();
         let walked = match check_head(&path, buf, kind, number)? {
             Head::Blank => None,
-            Head::Valid => Some(walk(buf, |offset, b| {
-                report.max_seq = report.max_seq.max(b.seq);
+            Head::Valid => Some(walk(buf, |offset, record| {
+                report.max_seq = report.max_seq.max(record.seq());
+                let b = match record {
+                    RecordRef::Binding(b) => b,
+                    RecordRef::Relationship(r) => {
+                        match relationships.get_mut(r.name) {
+                            Some(known) if known.seq >= r.seq => {}
+                            Some(known) => *known = r.to_owned(),
+                            None => {
+                                relationships.insert(r.name.into(), r.to_owned());
+                            }
+                        }
+                        return;
+                    }
+                };
                 let candidate = Winner {
                     seq: b.seq,
                     location: (file_index as u64) << OFFSET_BITS | offset as u64,
@@ -334,13 +357,20 @@ pub(crate) fn replay_dir(dir: &Path, mode: Mode) -> Result<(Replayed, Vec<Scanne
             continue;
         };
         // It decoded during the walk, and records are never rewritten in place.
-        if let Ok((b, _)) = record::decode(&map[w.offset()..]) {
+        if let Ok((RecordRef::Binding(b), _)) = record::decode(&map[w.offset()..]) {
             bindings.push(b.to_owned());
         }
     }
     bindings.sort_unstable_by_key(|b| b.seq);
     report.bindings = bindings.len();
-    Ok((Replayed { bindings, report }, scanned))
+    let relationships: Vec<RelationshipRecord> = relationships.into_values().collect();
+    report.relationships = relationships.len();
+    let replayed = Replayed {
+        bindings,
+        relationships,
+        report,
+    };
+    Ok((replayed, scanned))
 }
 
 /// Overwrites `len` bytes at `offset` with zeros and makes that durable.

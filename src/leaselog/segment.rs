@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use memmap2::MmapMut;
 
-use super::record::{self, BindingRef, FileHeader, FileKind};
+use super::record::{self, BindingRef, FileHeader, FileKind, RecordRef, RelationshipRecord};
 use super::{LogError, Shared};
 
 /// `seg-<16 hex digits>.log`.
@@ -186,7 +186,8 @@ fn create_segment(shared: &Shared) -> Result<Segment, LogError> {
     })
 }
 
-/// Appends binding changes to this writer's own segment. `Send`: owned by one thread.
+/// Appends binding changes and relationship states to this writer's own segment. `Send`:
+/// owned by one thread.
 pub struct LogWriter {
     shared: Arc<Shared>,
     /// `None` only after a roll failed (full disk); the next append retries.
@@ -213,10 +214,34 @@ impl LogWriter {
     /// the writer stays usable and retries on the next append (space may come back).
     /// `Err(RecordTooLarge)` for a client key over 256 or a hostname over 255 bytes.
     pub fn append(&mut self, b: &BindingRef<'_>) -> Result<(), LogError> {
-        let len = record::encoded_len(b).ok_or(LogError::RecordTooLarge {
+        let record = RecordRef::Binding(*b);
+        let len = record.encoded_len().ok_or(LogError::RecordTooLarge {
             client_len: b.client.len(),
             hostname_len: b.hostname.len(),
         })?;
+        self.write(&record, len)
+    }
+
+    /// Appends a failover relationship's endpoint state, with the same durability contract as
+    /// [`LogWriter::append`] (sync afterwards, as for a binding). From then on every snapshot
+    /// includes it (or a record of the name with a higher `seq`): the caller never hands
+    /// relationship records to compaction.
+    ///
+    /// `r.seq` comes from the lease table's sequence, so both kinds share one order.
+    /// `Err(BadRelationshipName)` for a name that is empty or over 256 bytes; `Err(NoSpace)` as
+    /// for [`LogWriter::append`]. On an error nothing is written or remembered.
+    pub fn append_relationship(&mut self, r: &RelationshipRecord) -> Result<(), LogError> {
+        let record = RecordRef::Relationship(r.as_ref());
+        let len = record.encoded_len().ok_or(LogError::BadRelationshipName {
+            name_len: r.name.len(),
+        })?;
+        self.write(&record, len)?;
+        self.shared.note_relationship(r);
+        Ok(())
+    }
+
+    /// The one write path of both kinds; `len` is `record.encoded_len()`.
+    fn write(&mut self, record: &RecordRef<'_>, len: usize) -> Result<(), LogError> {
         let fits = self
             .active
             .as_ref()
@@ -230,7 +255,7 @@ impl LogWriter {
         // Fits: checked above, or the segment is new and MIN_SEGMENT_BYTES holds the longest
         // record after the header.
         debug_assert!(seg.pos + len <= seg.map.len());
-        let written = record::encode_into(&mut seg.map[seg.pos..], b);
+        let written = record.encode_into(&mut seg.map[seg.pos..]);
         debug_assert_eq!(written, len);
         seg.pos += len;
         Ok(())

@@ -1,13 +1,25 @@
 //! The lease table: which address belongs to which client, until when.
 //!
-//! Shared by all workers. Each subnet's state is split into shards, each behind its own
-//! `parking_lot::Mutex`: client shards map a client to its address, address shards own the
-//! per-address records, a free list and an expiry heap. Lock order is always client shard, then
-//! one address shard at a time; [`LeaseTable::expire`] takes address shards only. So no
-//! operation can deadlock, and two clients in different shards never wait for each other.
+//! Shared by all workers and the failover thread. Each subnet's state is split into shards,
+//! each behind its own `parking_lot::Mutex`: client shards map a client to its address, address
+//! shards own the per-address records, the free lists and an expiry heap. Lock order is always
+//! client shard, then one address shard at a time; [`LeaseTable::expire`] and
+//! [`LeaseTable::partner_acked`] take address shards only. So no operation can deadlock, and
+//! two clients in different shards never wait for each other.
 //!
 //! Correctness never depends on which worker handles a client: every rule below is checked
 //! under the address shard's lock.
+//!
+//! # Failover
+//!
+//! With a failover partner each address also keeps the times of draft §7.1: the potential
+//! expiration sent to the partner (PET), the partner's expiration bound (the PET the partner
+//! acknowledged or sent us: a lease may run MCLT beyond it, §7.1.5), and the client's last
+//! transaction time. [`LeaseTable::commit`] bounds lease ends by the MCLT rule
+//! ([`LeaseTime`]); [`LeaseTable::apply_partner`] and [`LeaseTable::partner_acked`] store what
+//! the partner sends; [`LeaseTable::view`] and [`LeaseTable::visit_bindings`] show the table as
+//! failover bindings. Free pool addresses belong to one side ([`PoolShare`]): each shard keeps
+//! the partner's in a list of their own, which only part 2 (PARTNER-DOWN, pool balancing) opens.
 //!
 //! Time is passed in (`now_s`, Unix seconds); nothing here reads a clock.
 
@@ -16,10 +28,15 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use super::failover::{
+    self, max_lease_end, potential_expiration, HwAddr, LocalBindings, Lookup, Role,
+};
 use super::subnet::{Subnet, Subnets};
+use super::wire::failover::BindingStatus;
 use super::wire::DropReason;
 
 /// Shards per subnet for each of the two maps. A power of two keeps the modulo cheap.
@@ -33,9 +50,10 @@ const KEY_TAG_HARDWARE: u8 = 1;
 
 /// How a client is identified (RFC 2131 §4.2): its client identifier (option 61) when it sends
 /// one, otherwise its hardware type and address. Stored as tagged bytes so that lookups can use a
-/// borrowed `&[u8]` built on the stack ([`ClientKeyBuf`]).
+/// borrowed `&[u8]` built on the stack ([`ClientKeyBuf`]). Shared (`Arc`): an address's record
+/// and the client index hold the same copy.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ClientKey(Box<[u8]>);
+pub struct ClientKey(Arc<[u8]>);
 
 impl ClientKey {
     pub fn from_client_id(id: &[u8]) -> Self {
@@ -158,6 +176,10 @@ pub struct Lease {
     /// When the state ends (Offered, Bound, Declined) or ended (Released, Expired), Unix seconds.
     pub expires_s: u64,
     pub client: Option<ClientKey>,
+    /// The failover times, 0 = none: see [`Change`].
+    pub potential_expiry_s: u64,
+    pub partner_expiry_s: u64,
+    pub cltt_s: u64,
 }
 
 /// A binding change, to be made durable before it takes effect (see [`Journal`]).
@@ -169,10 +191,19 @@ pub struct Change<'a> {
     pub state: LeaseState,
     /// When the state ends (Bound: the lease end told to the client; Declined: the hold).
     pub expires_s: u64,
-    /// When the state began (the client's last transaction).
+    /// When the state began (a renewal continues the state: it keeps its start).
     pub since_s: u64,
-    /// The tagged client key bytes ([`ClientKey::as_bytes`]).
+    /// The tagged client key bytes ([`ClientKey::as_bytes`]); empty for a free address.
     pub client: &'a [u8],
+    /// Failover: the potential expiration time sent (to be sent) to the partner with this
+    /// binding (draft §7.1); 0 = none.
+    pub potential_expiry_s: u64,
+    /// Failover: the partner's expiration bound for this address: the PET it acknowledged, or
+    /// sent us with its own binding (draft §7.1.5). A lease of the same client may run up to
+    /// MCLT beyond it. 0 = none.
+    pub partner_expiry_s: u64,
+    /// The client's last transaction time (draft CLTT); 0 = none.
+    pub cltt_s: u64,
 }
 
 /// The lease store could not record a change, so it was not made.
@@ -198,18 +229,130 @@ impl Journal for Volatile {
     }
 }
 
+/// How long a lease may run: the subnet's grant for the client, and the MCLT that bounds it
+/// while a failover partner may not know of the lease (draft §5.2.1; `None`: no bound, as
+/// without failover or in PARTNER-DOWN).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseTime {
+    pub desired_s: u32,
+    pub mclt_s: Option<u32>,
+}
+
+impl LeaseTime {
+    /// A lease without failover.
+    pub fn plain(desired_s: u32) -> LeaseTime {
+        LeaseTime {
+            desired_s,
+            mclt_s: None,
+        }
+    }
+
+    /// The lease end to grant at `now_s` given the partner's expiration bound of the address
+    /// for this client (0: none): the MCLT rule, [`max_lease_end`].
+    fn end(&self, now_s: u64, partner_expiry_s: u64) -> u64 {
+        let desired_end = now_s.saturating_add(u64::from(self.desired_s));
+        match self.mclt_s {
+            None => desired_end,
+            Some(mclt_s) => max_lease_end(now_s, partner_expiry_s, desired_end, u64::from(mclt_s)),
+        }
+    }
+}
+
+/// What to OFFER: the address and the lease time a REQUEST for it would get now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offer {
+    pub ip: Ipv4Addr,
+    pub lease_s: u32,
+}
+
 /// The result of a REQUEST for an address (RFC 2131 §4.3.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Commit {
-    /// Leased to the client until `expires_s`.
+    /// Leased to the client until `expires_s`: the granted end, which the MCLT may have cut
+    /// below the desired one.
     Bound { expires_s: u64 },
     /// Held by another client, declined, or reserved for another client: the answer is a NAK.
     Conflict,
-    /// Not an address we may lease (outside the pools and not reserved to this client), and the
-    /// client holds no binding for it here: another server's business, so no answer.
+    /// Not an address we may lease (outside the pools and not reserved to this client, or a
+    /// free address of the failover partner's share), and the client holds no binding for it
+    /// here: another server's business, so no answer.
     NotOurs,
     /// The binding could not be recorded: no ACK may be sent.
     Unavailable,
+}
+
+/// What [`LeaseTable::apply_partner`] did with a partner's binding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    Stored,
+    /// No subnet's pools or reservations hold the address: nothing stored (draft reject 1).
+    NotInPool,
+    /// A binding status we do not know: nothing stored. The endpoint rejects these before they
+    /// get here ([`failover::check_complete`]).
+    UnknownStatus,
+}
+
+/// Which side of a failover pair may allocate each free pool address (draft §5.4: FREE
+/// addresses are the primary's, BACKUP ones the secondary's).
+///
+/// Part 1 splits each pool statically: an address belongs to the secondary when a fixed hash of
+/// the address falls below `secondary_percent`, so both servers, configured alike, agree
+/// without talking. Renewals and addresses a client already holds are not affected; new
+/// addresses (an offer from the free list, a requested address the client does not hold) come
+/// only from our share. Moving addresses between the shares (POOLREQ, draft §7.6) and using the
+/// partner's share in PARTNER-DOWN come with part 2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolShare {
+    pub role: Role,
+    /// Percent of each pool's addresses that are the secondary's, 0..=100.
+    pub secondary_percent: u8,
+}
+
+impl PoolShare {
+    /// The secondary's default share when the two balance load (`split` below 255): half.
+    pub const BALANCED_PERCENT: u8 = 50;
+    /// The secondary's default share in hot standby (`split` 255): enough to serve new clients
+    /// while the primary is down (ISC's `max-lease-ownership` default is also 10 %).
+    pub const HOT_STANDBY_PERCENT: u8 = 10;
+
+    /// The share of the server in `role` of a pair configured with `split`
+    /// ([`failover::loadbalance`]) and, if set, the secondary's percentage (above 100 counts as
+    /// 100).
+    pub fn new(role: Role, split: u8, secondary_percent: Option<u8>) -> PoolShare {
+        let default = if split == failover::loadbalance::SPLIT_HOT_STANDBY {
+            Self::HOT_STANDBY_PERCENT
+        } else {
+            Self::BALANCED_PERCENT
+        };
+        PoolShare {
+            role,
+            secondary_percent: secondary_percent.unwrap_or(default).min(100),
+        }
+    }
+
+    /// Which side a free `ip` belongs to.
+    pub fn owner(&self, ip: Ipv4Addr) -> Role {
+        if share_hash(u32::from(ip)) % 100 < u32::from(self.secondary_percent) {
+            Role::Secondary
+        } else {
+            Role::Primary
+        }
+    }
+
+    fn is_ours(&self, ip: u32) -> bool {
+        self.owner(Ipv4Addr::from(ip)) == self.role
+    }
+}
+
+/// A fixed mix of the address's bits (MurmurHash3's finalizer): spreads neighbouring addresses
+/// over both shares, and never changes with the build, so both servers compute the same.
+fn share_hash(ip: u32) -> u32 {
+    let mut h = ip;
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
 }
 
 /// Counts of addresses by state in one subnet.
@@ -221,26 +364,63 @@ pub struct LeaseCounts {
     pub declined: u64,
 }
 
+/// One address's record. Kept small: there is one per address ever used, and a million
+/// leases should fit in 256 bytes each, map overhead, client keys and free lists included.
+/// Times are seconds since 1970 in 32 bits, as the failover protocol carries them (draft §12),
+/// which is good until 2106 (later times saturate) and keeps the failover times free: 56 bytes
+/// with them, as many as without them in 64-bit times.
 #[derive(Debug)]
 struct Slot {
     client: Option<ClientKey>,
-    state: LeaseState,
-    expires_s: u64,
-    /// When the state began.
-    since_s: u64,
     /// `seq` of the change that set this state (0: never recorded, e.g. an offer on a fresh
     /// address).
     seq: u64,
+    expires_s: u32,
+    /// When the state began.
+    since_s: u32,
     /// Earliest pending expiry-heap entry for this address (0: none). Invariant: a timed state
     /// always has one, at or before `expires_s`.
-    due_s: u64,
-    /// The address sits in its shard's free list (at most once).
+    due_s: u32,
+    /// The failover times of [`Change`], 0 = none.
+    pet_s: u32,
+    partner_expiry_s: u32,
+    cltt_s: u32,
+    state: LeaseState,
+    /// The address sits in one of its shard's free lists (at most once).
     queued: bool,
 }
 
+const _: () = assert!(std::mem::size_of::<Slot>() <= 56);
+
+/// A time as a slot keeps it (see [`Slot`]).
+fn time32(s: u64) -> u32 {
+    u32::try_from(s).unwrap_or(u32::MAX)
+}
+
 impl Slot {
+    /// A slot for an address not seen since start-up: it is in a free list exactly when
+    /// [`LeaseTable::new`] put it there.
+    fn fresh(queued: bool) -> Slot {
+        Slot {
+            client: None,
+            state: LeaseState::Expired,
+            expires_s: 0,
+            since_s: 0,
+            seq: 0,
+            due_s: 0,
+            pet_s: 0,
+            partner_expiry_s: 0,
+            cltt_s: 0,
+            queued,
+        }
+    }
+
+    fn expires_s(&self) -> u64 {
+        u64::from(self.expires_s)
+    }
+
     fn is_free(&self, now_s: u64) -> bool {
-        !self.state.is_timed() || self.expires_s <= now_s
+        !self.state.is_timed() || self.expires_s() <= now_s
     }
 
     fn owned_by(&self, client: &[u8]) -> bool {
@@ -251,8 +431,11 @@ impl Slot {
         Lease {
             ip: Ipv4Addr::from(ip),
             state: self.state,
-            expires_s: self.expires_s,
+            expires_s: self.expires_s(),
             client: self.client.clone(),
+            potential_expiry_s: u64::from(self.pet_s),
+            partner_expiry_s: u64::from(self.partner_expiry_s),
+            cltt_s: u64::from(self.cltt_s),
         }
     }
 
@@ -260,31 +443,115 @@ impl Slot {
     fn held_by(&self, client: &[u8], now_s: u64) -> bool {
         self.owned_by(client)
             && matches!(self.state, LeaseState::Offered | LeaseState::Bound)
-            && self.expires_s > now_s
+            && self.expires_s() > now_s
     }
 
     /// When `state` for `client` would begin if set at `now_s`: a running state of the same
     /// client continues (a renewal), anything else starts now.
     fn since_for(&self, client: &[u8], state: LeaseState, now_s: u64) -> u64 {
-        let continues = self.state == state && self.owned_by(client) && self.expires_s > now_s;
+        let continues = self.state == state && self.owned_by(client) && self.expires_s() > now_s;
         if continues {
-            self.since_s
+            u64::from(self.since_s)
         } else {
             now_s
         }
     }
+
+    /// The partner's expiration bound as it applies to a lease for `client`: none when the
+    /// address changes client (draft §5.2.1: a new binding starts from nothing).
+    fn partner_expiry_for(&self, client: &[u8]) -> u64 {
+        if self.owned_by(client) {
+            u64::from(self.partner_expiry_s)
+        } else {
+            0
+        }
+    }
+
+    /// The record this slot stands for, as the lease log has it. An offer is not a recorded
+    /// state: what was last recorded of an offered address is that it was free.
+    fn recorded(&self, ip: u32) -> Change<'_> {
+        Change {
+            seq: self.seq,
+            ip: Ipv4Addr::from(ip),
+            state: match self.state {
+                LeaseState::Offered => LeaseState::Expired,
+                state => state,
+            },
+            expires_s: self.expires_s(),
+            since_s: u64::from(self.since_s),
+            client: self.client.as_ref().map_or(&[][..], |c| c.as_bytes()),
+            potential_expiry_s: u64::from(self.pet_s),
+            partner_expiry_s: u64::from(self.partner_expiry_s),
+            cltt_s: u64::from(self.cltt_s),
+        }
+    }
 }
 
-#[derive(Default)]
+/// Which free list a pool address goes back to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Home {
+    /// Not in a pool: never in a free list.
+    Outside,
+    Ours,
+    /// The failover partner's share ([`PoolShare`]).
+    Partners,
+}
+
 struct AddrShard {
     slots: HashMap<u32, Slot>,
-    /// Free addresses of the pools, oldest first, so an address that was just released is the
-    /// last to be reused. Entries are checked when popped (an entry may have been taken since).
+    /// Free addresses of our share of the pools, oldest first, so an address that was just
+    /// released is the last to be reused. Entries are checked when popped (an entry may have
+    /// been taken since).
     free: VecDeque<u32>,
-    expiries: BinaryHeap<Reverse<(u64, u32)>>,
+    /// Free addresses of the partner's share: not allocated here in part 1 (see [`PoolShare`]).
+    partner_free: VecDeque<u32>,
+    /// (due, address): when a timed state of the address may end.
+    expiries: BinaryHeap<Reverse<(u32, u32)>>,
+    share: Option<PoolShare>,
 }
 
 impl AddrShard {
+    fn new(share: Option<PoolShare>) -> AddrShard {
+        AddrShard {
+            slots: HashMap::new(),
+            free: VecDeque::new(),
+            partner_free: VecDeque::new(),
+            expiries: BinaryHeap::new(),
+            share,
+        }
+    }
+
+    fn home(&self, subnet: &Subnet, ip: u32) -> Home {
+        if !subnet.in_pool(Ipv4Addr::from(ip)) {
+            Home::Outside
+        } else if self.share.is_some_and(|s| !s.is_ours(ip)) {
+            Home::Partners
+        } else {
+            Home::Ours
+        }
+    }
+
+    /// The client key `ip`'s slot holds, to share with the client index.
+    fn key_of(&self, ip: u32) -> Option<ClientKey> {
+        self.slots.get(&ip)?.client.clone()
+    }
+
+    /// Puts `ip` at the back of its free list.
+    fn push_free(&mut self, ip: u32, home: Home) {
+        match home {
+            Home::Outside => {}
+            Home::Ours => self.free.push_back(ip),
+            Home::Partners => self.partner_free.push_back(ip),
+        }
+    }
+
+    /// The slot of `ip`, created as [`Slot::fresh`] if there is none.
+    fn slot_mut(&mut self, subnet: &Subnet, ip: u32) -> &mut Slot {
+        self.slots
+            .entry(ip)
+            .or_insert_with(|| Slot::fresh(initially_free(subnet, Ipv4Addr::from(ip))))
+    }
+
     /// Is `ip` free for `client` (never used, free, or offered or leased to this client)? A
     /// declined address is available to nobody until its hold ends.
     fn available_to(&self, ip: u32, client: &[u8], now_s: u64) -> bool {
@@ -293,78 +560,119 @@ impl AddrShard {
         })
     }
 
-    /// Gives `ip` to `client` in `state` until `expires_s`; a Bound lease is never shortened by a
-    /// new offer.
-    fn assign(&mut self, ip: u32, client: &[u8], state: LeaseState, expires_s: u64, now_s: u64) {
-        let slot = self.slots.entry(ip).or_insert_with(|| Slot {
-            client: None,
-            state: LeaseState::Expired,
-            expires_s: 0,
-            since_s: now_s,
-            seq: 0,
-            due_s: 0,
-            queued: false,
-        });
+    /// May `client` get `ip` as a new allocation or keep it? Always for what it holds; for
+    /// anything else only from our share (reservations are both sides': draft §5.13).
+    fn allocatable_to(&self, subnet: &Subnet, ip: u32, client: &[u8], now_s: u64) -> bool {
+        self.home(subnet, ip) != Home::Partners
+            || subnet.reserved_to(Ipv4Addr::from(ip)).is_some()
+            || self
+                .slots
+                .get(&ip)
+                .is_some_and(|s| s.held_by(client, now_s))
+    }
+
+    /// Holds `ip` for `client` as an offer until `expires_s`; a Bound lease is never shortened
+    /// by a new offer. Not recorded: an offer binds nothing.
+    fn hold_for_offer(
+        &mut self,
+        subnet: &Subnet,
+        ip: u32,
+        client: &[u8],
+        expires_s: u64,
+        now_s: u64,
+    ) {
+        let slot = self.slot_mut(subnet, ip);
         // Offering a client the address it holds must not cut its lease short.
-        let keep_bound = state == LeaseState::Offered
-            && slot.state == LeaseState::Bound
-            && slot.expires_s > now_s
-            && slot.owned_by(client);
+        let keep_bound =
+            slot.state == LeaseState::Bound && slot.expires_s() > now_s && slot.owned_by(client);
         if !keep_bound {
             if !slot.owned_by(client) {
                 slot.client = Some(ClientKey(client.into()));
+                // The failover times belong to the previous client's binding.
+                slot.pet_s = 0;
+                slot.partner_expiry_s = 0;
+                slot.cltt_s = 0;
             }
-            slot.since_s = slot.since_for(client, state, now_s);
-            slot.state = state;
-            slot.expires_s = expires_s;
+            slot.since_s = time32(slot.since_for(client, LeaseState::Offered, now_s));
+            slot.state = LeaseState::Offered;
+            slot.expires_s = time32(expires_s);
         }
-        if slot.due_s == 0 || slot.expires_s < slot.due_s {
+        self.schedule(ip);
+    }
+
+    /// Makes `change` (recorded) the state of its address: every field, the expiry heap and
+    /// the free lists follow.
+    fn set(&mut self, subnet: &Subnet, change: &Change<'_>) {
+        let ip = u32::from(change.ip);
+        let home = self.home(subnet, ip);
+        let slot = self.slot_mut(subnet, ip);
+        if !slot.owned_by(change.client) {
+            slot.client = (!change.client.is_empty()).then(|| ClientKey(change.client.into()));
+        }
+        slot.state = change.state;
+        slot.expires_s = time32(change.expires_s);
+        slot.since_s = time32(change.since_s);
+        slot.seq = change.seq;
+        slot.pet_s = time32(change.potential_expiry_s);
+        slot.partner_expiry_s = time32(change.partner_expiry_s);
+        slot.cltt_s = time32(change.cltt_s);
+        let queue = !change.state.is_timed() && !slot.queued && home != Home::Outside;
+        if queue {
+            slot.queued = true;
+            self.push_free(ip, home);
+        }
+        self.schedule(ip);
+    }
+
+    /// Keeps the expiry-heap invariant of a timed slot (see [`Slot::due_s`]).
+    fn schedule(&mut self, ip: u32) {
+        let Some(slot) = self.slots.get_mut(&ip) else {
+            return;
+        };
+        if slot.state.is_timed() && (slot.due_s == 0 || slot.expires_s < slot.due_s) {
             slot.due_s = slot.expires_s;
             self.expiries.push(Reverse((slot.expires_s, ip)));
         }
     }
 
-    /// Marks a timed state of `ip` as over at `now_s` with `state` (Released or Expired).
-    fn end(&mut self, ip: u32, state: LeaseState, now_s: u64, in_pool: bool) {
-        if let Some(slot) = self.slots.get_mut(&ip) {
-            slot.state = state;
-            slot.expires_s = now_s;
-            slot.since_s = now_s;
-            if in_pool && !slot.queued {
-                slot.queued = true;
-                self.free.push_back(ip);
-            }
+    /// Marks a timed state of `ip` as over at `now_s` with `state` (Released or Expired),
+    /// without recording it (offers and expiries are not recorded).
+    fn end(&mut self, subnet: &Subnet, ip: u32, state: LeaseState, now_s: u64) {
+        let home = self.home(subnet, ip);
+        let Some(slot) = self.slots.get_mut(&ip) else {
+            return;
+        };
+        slot.state = state;
+        slot.expires_s = time32(now_s);
+        slot.since_s = time32(now_s);
+        if home != Home::Outside && !slot.queued {
+            slot.queued = true;
+            self.push_free(ip, home);
         }
     }
 
-    /// Pops free addresses until one is really free and not reserved; when the free list runs
-    /// dry, ends what expired first.
+    /// Pops free addresses of our share until one is really free and not reserved; when the
+    /// list runs dry, ends what expired first.
     fn pop_free(&mut self, subnet: &Subnet, now_s: u64) -> Option<u32> {
         if self.free.is_empty() {
             self.sweep(subnet, now_s);
         }
         while let Some(ip) = self.free.pop_front() {
-            let usable = match self.slots.get_mut(&ip) {
-                None => true,
-                Some(slot) => {
-                    slot.queued = false;
-                    slot.is_free(now_s)
-                }
-            };
+            let slot = self.slots.entry(ip).or_insert_with(|| Slot::fresh(false));
+            slot.queued = false;
+            let usable = slot.is_free(now_s);
             if usable && subnet.reserved_to(Ipv4Addr::from(ip)).is_none() {
                 return Some(ip);
             }
         }
         None
     }
-}
 
-impl AddrShard {
     /// Ends the timed states that ran out by `now_s`; returns how many.
     fn sweep(&mut self, subnet: &Subnet, now_s: u64) -> usize {
         let mut ended = 0;
         while let Some(&Reverse((due_s, ip))) = self.expiries.peek() {
-            if due_s > now_s {
+            if u64::from(due_s) > now_s {
                 break;
             }
             self.expiries.pop();
@@ -378,7 +686,7 @@ impl AddrShard {
             if !slot.state.is_timed() {
                 continue;
             }
-            if slot.expires_s > now_s {
+            if slot.expires_s() > now_s {
                 // Extended since this entry was pushed: wait for the new time.
                 slot.due_s = slot.expires_s;
                 let due_s = slot.expires_s;
@@ -388,13 +696,21 @@ impl AddrShard {
             if slot.state == LeaseState::Declined {
                 slot.client = None;
             }
-            let expired_at = slot.expires_s;
-            let in_pool = subnet.in_pool(Ipv4Addr::from(ip));
-            self.end(ip, LeaseState::Expired, expired_at, in_pool);
+            let expired_at = slot.expires_s();
+            self.end(subnet, ip, LeaseState::Expired, expired_at);
             ended += 1;
         }
         ended
     }
+}
+
+/// Is `ip` in a free list at start-up? Pool addresses are, except the subnet's network and
+/// broadcast addresses and reserved ones.
+fn initially_free(subnet: &Subnet, ip: Ipv4Addr) -> bool {
+    subnet.in_pool(ip)
+        && ip != subnet.network
+        && ip != subnet.broadcast()
+        && subnet.reserved_to(ip).is_none()
 }
 
 struct SubnetLeases {
@@ -420,22 +736,27 @@ fn client_shard(client: &[u8]) -> usize {
 }
 
 impl LeaseTable {
-    /// An empty table with every pool address free (network and broadcast addresses and
-    /// reserved addresses are never in a free list).
+    /// An empty table with every pool address free, without failover.
     pub fn new(subnets: &Subnets) -> Self {
+        Self::with_share(subnets, None)
+    }
+
+    /// An empty table with every pool address free (network, broadcast and reserved addresses
+    /// are never in a free list); with a failover `share`, only our share of each pool is
+    /// allocated from.
+    pub fn with_share(subnets: &Subnets, share: Option<PoolShare>) -> Self {
         let subnets = subnets
             .all()
             .iter()
             .map(|subnet| {
                 let mut shards: Vec<AddrShard> =
-                    (0..SHARDS).map(|_| AddrShard::default()).collect();
+                    (0..SHARDS).map(|_| AddrShard::new(share)).collect();
                 for ip in subnet.pools.iter().flat_map(|p| p.addresses()) {
-                    if ip == subnet.network || ip == subnet.broadcast() {
-                        continue;
-                    }
-                    if subnet.reserved_to(ip).is_none() {
+                    if initially_free(subnet, ip) {
                         let ip = u32::from(ip);
-                        shards[addr_shard(ip)].free.push_back(ip);
+                        let shard = &mut shards[addr_shard(ip)];
+                        let home = shard.home(subnet, ip);
+                        shard.push_free(ip, home);
                     }
                 }
                 SubnetLeases {
@@ -451,9 +772,16 @@ impl LeaseTable {
     }
 
     /// The next change's `seq`. Taken with the address's shard locked, so the order of two
-    /// changes of one address is the order of their `seq`.
-    fn next_seq(&self) -> u64 {
+    /// changes of one address is the order of their `seq`. Public for records that share the
+    /// order (the failover relationship's state).
+    pub fn next_seq(&self) -> u64 {
         self.last_seq.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Continues the sequence after `seq` (the highest of a replayed log, which may belong to a
+    /// record that is not a binding), so no later change reuses a number.
+    pub fn continue_after(&self, seq: u64) {
+        self.last_seq.fetch_max(seq, Ordering::Relaxed);
     }
 
     fn leases(&self, subnet: &Subnet) -> &SubnetLeases {
@@ -462,8 +790,9 @@ impl LeaseTable {
     }
 
     /// The address to OFFER `client` (RFC 2131 §4.3.1): its current or remembered address,
-    /// then its reservation, then the address it asked for if free, then the oldest free one.
-    /// The address is held for the client for `hold_s` so no other client is offered it.
+    /// then its reservation, then the address it asked for if free, then the oldest free one
+    /// of our share. The address is held for the client for `hold_s` so no other client is
+    /// offered it. The lease time is what [`LeaseTable::commit`] would grant now.
     pub fn offer(
         &self,
         subnet: &Subnet,
@@ -471,13 +800,28 @@ impl LeaseTable {
         requested: Option<Ipv4Addr>,
         now_s: u64,
         hold_s: u32,
-    ) -> Result<Ipv4Addr, DropReason> {
+        lease: LeaseTime,
+    ) -> Result<Offer, DropReason> {
         let leases = self.leases(subnet);
         let mut clients = leases.clients[client_shard(client)].lock();
-        let expires_s = now_s + u64::from(hold_s);
+        let hold_until_s = now_s + u64::from(hold_s);
         let leasable = |ip: Ipv4Addr| match subnet.reserved_to(ip) {
             Some(owner) => owner.as_bytes() == client,
             None => subnet.in_pool(ip),
+        };
+        // The offer, and the client's key as the slot holds it (see `remember`).
+        let hold = |shard: &mut AddrShard, ip: u32| {
+            let partner_expiry_s = shard
+                .slots
+                .get(&ip)
+                .map_or(0, |s| s.partner_expiry_for(client));
+            let lease_s = lease_time_s(lease.end(now_s, partner_expiry_s), now_s);
+            shard.hold_for_offer(subnet, ip, client, hold_until_s, now_s);
+            let offer = Offer {
+                ip: Ipv4Addr::from(ip),
+                lease_s,
+            };
+            (offer, shard.key_of(ip))
         };
 
         let mut candidates = [None; 3];
@@ -490,11 +834,13 @@ impl LeaseTable {
             }
             let ip = u32::from(ip);
             let mut shard = leases.addrs[addr_shard(ip)].lock();
-            if shard.available_to(ip, client, now_s) {
-                shard.assign(ip, client, LeaseState::Offered, expires_s, now_s);
+            if shard.available_to(ip, client, now_s)
+                && shard.allocatable_to(subnet, ip, client, now_s)
+            {
+                let (offered, key) = hold(&mut shard, ip);
                 drop(shard);
-                self.remember(&mut clients, client, ip);
-                return Ok(Ipv4Addr::from(ip));
+                self.remember(&mut clients, key, ip);
+                return Ok(offered);
             }
         }
 
@@ -502,33 +848,40 @@ impl LeaseTable {
         for i in 0..SHARDS {
             let mut shard = leases.addrs[(first + i) % SHARDS].lock();
             if let Some(ip) = shard.pop_free(subnet, now_s) {
-                shard.assign(ip, client, LeaseState::Offered, expires_s, now_s);
+                let (offered, key) = hold(&mut shard, ip);
                 drop(shard);
-                self.remember(&mut clients, client, ip);
-                return Ok(Ipv4Addr::from(ip));
+                self.remember(&mut clients, key, ip);
+                return Ok(offered);
             }
         }
         Err(DropReason::PoolExhausted)
     }
 
-    /// Points `client` at `ip`.
-    fn remember(&self, clients: &mut HashMap<ClientKey, u32>, client: &[u8], ip: u32) {
-        match clients.get_mut(client) {
+    /// Points `key`'s client at `ip`. `key` is the one `ip`'s slot holds
+    /// ([`AddrShard::key_of`]): the index shares it, so a client's key is allocated once, not
+    /// twice (32 bytes a lease).
+    fn remember(&self, clients: &mut HashMap<ClientKey, u32>, key: Option<ClientKey>, ip: u32) {
+        let Some(key) = key else {
+            return;
+        };
+        match clients.get_mut(key.as_bytes()) {
             Some(current) => *current = ip,
             None => {
-                clients.insert(ClientKey(client.into()), ip);
+                clients.insert(key, ip);
             }
         }
     }
 
-    /// Leases `ip` to `client` for `lease_s` (DHCPREQUEST, RFC 2131 §4.3.2), recording it in
-    /// `journal` first.
+    /// Leases `ip` to `client` (DHCPREQUEST, RFC 2131 §4.3.2), recording it in `journal`
+    /// first. The lease ends at `lease`'s bound: with an MCLT, at most MCLT beyond the
+    /// partner's expiration bound of the address (none if the address changes client); the
+    /// potential expiration for the partner is `now + desired + granted / 2` (draft §5.2.1).
     pub fn commit(
         &self,
         subnet: &Subnet,
         client: &[u8],
         ip: Ipv4Addr,
-        lease_s: u32,
+        lease: LeaseTime,
         now_s: u64,
         journal: &mut dyn Journal,
     ) -> Commit {
@@ -541,80 +894,79 @@ impl LeaseTable {
         }
         let ip_u32 = u32::from(ip);
         let previous = clients.get(client).copied().filter(|&old| old != ip_u32);
-        {
+        let (expires_s, key) = {
             let mut shard = leases.addrs[addr_shard(ip_u32)].lock();
-            let ours = shard.slots.get(&ip_u32).is_some_and(|s| s.owned_by(client));
+            let slot = shard.slots.get(&ip_u32);
+            let ours = slot.is_some_and(|s| s.owned_by(client));
             if !ours && !subnet.in_pool(ip) && subnet.reserved_to(ip).is_none() {
                 return Commit::NotOurs;
             }
             if !shard.available_to(ip_u32, client, now_s) {
                 return Commit::Conflict;
             }
-            let expires_s = now_s + u64::from(lease_s);
-            let seq = self.next_seq();
-            let since_s = shard
-                .slots
-                .get(&ip_u32)
-                .map_or(now_s, |s| s.since_for(client, LeaseState::Bound, now_s));
+            if !shard.allocatable_to(subnet, ip_u32, client, now_s) {
+                // A free address of the partner's share: the partner allocates it.
+                return Commit::NotOurs;
+            }
+            let partner_expiry_s = slot.map_or(0, |s| s.partner_expiry_for(client));
+            let expires_s = lease.end(now_s, partner_expiry_s);
             let change = Change {
-                seq,
+                seq: self.next_seq(),
                 ip,
                 state: LeaseState::Bound,
                 expires_s,
-                since_s,
+                since_s: slot.map_or(now_s, |s| s.since_for(client, LeaseState::Bound, now_s)),
                 client,
+                potential_expiry_s: potential_expiration(
+                    now_s,
+                    u64::from(lease.desired_s),
+                    expires_s.saturating_sub(now_s),
+                ),
+                partner_expiry_s,
+                cltt_s: now_s,
             };
             if journal.record(&change).is_err() {
                 return Commit::Unavailable;
             }
-            shard.assign(ip_u32, client, LeaseState::Bound, expires_s, now_s);
-            if let Some(slot) = shard.slots.get_mut(&ip_u32) {
-                slot.seq = seq;
-            }
-        }
+            shard.set(subnet, &change);
+            (expires_s, shard.key_of(ip_u32))
+        };
         if let Some(old) = previous {
             // The client moved to a new address: its old one goes back to the pool. Should this
             // fail to be recorded, the old lease simply runs out.
-            let _ = self.give_back(subnet, client, old, LeaseState::Released, now_s, journal);
+            let _ = self.give_back(subnet, client, old, now_s, journal);
         }
-        self.remember(&mut clients, client, ip_u32);
-        Commit::Bound {
-            expires_s: now_s + u64::from(lease_s),
-        }
+        self.remember(&mut clients, key, ip_u32);
+        Commit::Bound { expires_s }
     }
 
-    /// Ends `client`'s lease on `ip`, recorded in `journal`; Ok(false) if `ip` is not
-    /// `client`'s.
+    /// Ends `client`'s lease on `ip` as Released, recorded in `journal`; Ok(false) if `ip` is
+    /// not `client`'s.
     fn give_back(
         &self,
         subnet: &Subnet,
         client: &[u8],
         ip: u32,
-        state: LeaseState,
         now_s: u64,
         journal: &mut dyn Journal,
     ) -> Result<bool, StorageUnavailable> {
         let mut shard = self.leases(subnet).addrs[addr_shard(ip)].lock();
-        let held = shard
-            .slots
-            .get(&ip)
-            .is_some_and(|s| s.held_by(client, now_s));
-        if !held {
+        let Some(slot) = shard.slots.get(&ip).filter(|s| s.held_by(client, now_s)) else {
             return Ok(false);
-        }
-        let seq = self.next_seq();
-        journal.record(&Change {
-            seq,
+        };
+        let change = Change {
+            seq: self.next_seq(),
             ip: Ipv4Addr::from(ip),
-            state,
+            state: LeaseState::Released,
             expires_s: now_s,
             since_s: now_s,
             client,
-        })?;
-        shard.end(ip, state, now_s, subnet.in_pool(Ipv4Addr::from(ip)));
-        if let Some(slot) = shard.slots.get_mut(&ip) {
-            slot.seq = seq;
-        }
+            potential_expiry_s: 0,
+            partner_expiry_s: u64::from(slot.partner_expiry_s),
+            cltt_s: now_s,
+        };
+        journal.record(&change)?;
+        shard.set(subnet, &change);
         Ok(true)
     }
 
@@ -631,12 +983,7 @@ impl LeaseTable {
             .get(&ip)
             .is_some_and(|s| s.owned_by(client) && s.state == LeaseState::Offered);
         if offered {
-            shard.end(
-                ip,
-                LeaseState::Expired,
-                now_s,
-                subnet.in_pool(Ipv4Addr::from(ip)),
-            );
+            shard.end(subnet, ip, LeaseState::Expired, now_s);
         }
     }
 
@@ -650,8 +997,7 @@ impl LeaseTable {
         journal: &mut dyn Journal,
     ) -> Result<bool, StorageUnavailable> {
         let _clients = self.leases(subnet).clients[client_shard(client)].lock();
-        let ip = u32::from(ip);
-        self.give_back(subnet, client, ip, LeaseState::Released, now_s, journal)
+        self.give_back(subnet, client, u32::from(ip), now_s, journal)
     }
 
     /// An operator ends the lease on `ip`, whoever holds it (`ringlease ctl release`). Ok(false)
@@ -685,29 +1031,28 @@ impl LeaseTable {
         let _clients = leases.clients[client_shard(client)].lock();
         let ip_u32 = u32::from(ip);
         let mut shard = leases.addrs[addr_shard(ip_u32)].lock();
-        let held = shard
+        let Some(slot) = shard
             .slots
             .get(&ip_u32)
-            .is_some_and(|s| s.held_by(client, now_s));
-        if !held {
+            .filter(|s| s.held_by(client, now_s))
+        else {
             return Ok(false);
-        }
-        let seq = self.next_seq();
-        let expires_s = now_s + u64::from(hold_s);
-        journal.record(&Change {
-            seq,
-            ip,
-            state: LeaseState::Declined,
-            expires_s,
-            since_s: now_s,
-            client,
-        })?;
+        };
         // Keep the decliner as the owner for the record; a declined address is available to
         // nobody, the decliner included.
-        shard.assign(ip_u32, client, LeaseState::Declined, expires_s, now_s);
-        if let Some(slot) = shard.slots.get_mut(&ip_u32) {
-            slot.seq = seq;
-        }
+        let change = Change {
+            seq: self.next_seq(),
+            ip,
+            state: LeaseState::Declined,
+            expires_s: now_s + u64::from(hold_s),
+            since_s: now_s,
+            client,
+            potential_expiry_s: 0,
+            partner_expiry_s: u64::from(slot.partner_expiry_s),
+            cltt_s: now_s,
+        };
+        journal.record(&change)?;
+        shard.set(subnet, &change);
         Ok(true)
     }
 
@@ -728,23 +1073,155 @@ impl LeaseTable {
         if !newer {
             return true;
         }
-        shard.assign(
-            ip,
-            change.client,
-            change.state,
-            change.expires_s,
-            change.since_s,
-        );
-        if let Some(slot) = shard.slots.get_mut(&ip) {
-            slot.since_s = change.since_s;
-            slot.seq = change.seq;
-            // Pool addresses are in the free list since start-up.
-            slot.queued = subnet.in_pool(change.ip);
-        }
-        if !change.client.is_empty() {
-            self.remember(&mut clients, change.client, ip);
-        }
+        shard.set(subnet, change);
+        self.remember(&mut clients, shard.key_of(ip), ip);
         true
+    }
+
+    /// Stores a binding the failover partner sent (an accepted BNDUPD), recording it in
+    /// `journal` first; the caller makes it durable before it acknowledges it (draft §7.1.4).
+    ///
+    /// ACTIVE → Bound to its client until its expiry; EXPIRED / RELEASED → Expired / Released,
+    /// remembered for the client; FREE, BACKUP, RESET → free; ABANDONED → Declined until its
+    /// expiry, or [`ABANDONED_HOLD_S`] if that has passed. The binding's PET becomes the
+    /// address's partner expiration bound (draft §7.1.5: a lease may run MCLT beyond a received
+    /// PET). The client index follows: the binding's client points at the address when it is
+    /// Bound there, and a previous owner's entry for the address is removed.
+    pub fn apply_partner(
+        &self,
+        subnets: &Subnets,
+        b: &failover::Binding,
+        now_s: u64,
+        journal: &mut dyn Journal,
+    ) -> Result<Applied, StorageUnavailable> {
+        let Some(subnet) = relationship_subnet(subnets, b.ip) else {
+            return Ok(Applied::NotInPool);
+        };
+        let ended_s = if b.expires_s != 0 { b.expires_s } else { now_s };
+        let (state, expires_s, keeps_client) = match b.status {
+            BindingStatus::Active => (LeaseState::Bound, b.expires_s, true),
+            BindingStatus::Expired => (LeaseState::Expired, ended_s, true),
+            BindingStatus::Released => (LeaseState::Released, ended_s, true),
+            BindingStatus::Free | BindingStatus::Backup | BindingStatus::Reset => {
+                (LeaseState::Expired, now_s, false)
+            }
+            BindingStatus::Abandoned => {
+                let until_s = if b.expires_s > now_s {
+                    b.expires_s
+                } else {
+                    now_s + ABANDONED_HOLD_S
+                };
+                (LeaseState::Declined, until_s, true)
+            }
+            BindingStatus::Unknown(_) => return Ok(Applied::UnknownStatus),
+        };
+        let binding_key = keeps_client.then(|| client_key_of(b)).flatten();
+        let client = binding_key.as_ref().map_or(&[][..], |k| k.as_bytes());
+        let leases = self.leases(subnet);
+        let ip = u32::from(b.ip);
+        // Lock order: the binding's client shard, then the address shard.
+        let mut clients = (!client.is_empty()).then(|| leases.clients[client_shard(client)].lock());
+        let (previous_owner, key) = {
+            let mut shard = leases.addrs[addr_shard(ip)].lock();
+            let previous_owner = shard
+                .slots
+                .get(&ip)
+                .and_then(|s| s.client.clone())
+                .filter(|owner| owner.as_bytes() != client);
+            let change = Change {
+                seq: self.next_seq(),
+                ip: b.ip,
+                state,
+                expires_s,
+                since_s: if b.stos_s != 0 { b.stos_s } else { now_s },
+                client,
+                potential_expiry_s: b.pet_s,
+                partner_expiry_s: b.pet_s,
+                cltt_s: b.cltt_s,
+            };
+            journal.record(&change)?;
+            shard.set(subnet, &change);
+            (previous_owner, shard.key_of(ip))
+        };
+        if let Some(clients) = &mut clients {
+            // A Bound client is here now (it may have moved from another address); an ended
+            // binding is remembered for a client that has no other address.
+            if state == LeaseState::Bound || !clients.contains_key(client) {
+                self.remember(clients, key, ip);
+            }
+        }
+        drop(clients);
+        if let Some(owner) = previous_owner {
+            self.forget_stale(subnet, &owner, ip);
+        }
+        Ok(Applied::Stored)
+    }
+
+    /// Removes `client`'s index entry for `ip` if the address is no longer its.
+    fn forget_stale(&self, subnet: &Subnet, client: &ClientKey, ip: u32) {
+        let leases = self.leases(subnet);
+        let mut clients = leases.clients[client_shard(client.as_bytes())].lock();
+        if clients.get(client.as_bytes()) != Some(&ip) {
+            return;
+        }
+        let shard = leases.addrs[addr_shard(ip)].lock();
+        let still_owned = shard
+            .slots
+            .get(&ip)
+            .is_some_and(|s| s.owned_by(client.as_bytes()));
+        if !still_owned {
+            clients.remove(client.as_bytes());
+        }
+    }
+
+    /// The partner acknowledged our binding of `ip` with `partner_expiry_s` (the PET we sent):
+    /// records the address's binding again with that partner expiration bound, so later
+    /// renewals may run up to MCLT beyond it.
+    ///
+    /// Only an acknowledgement of the binding the address holds now counts (its PET is the one
+    /// that binding is sent with). Another PET was sent with an older binding of the address,
+    /// perhaps another client's, and a newer update supersedes it: storing it could stretch the
+    /// current client's lease by an expiry the partner never saw for that client. Such an
+    /// acknowledgement, or one for an address we hold no record of, changes nothing.
+    pub fn partner_acked(
+        &self,
+        subnets: &Subnets,
+        ip: Ipv4Addr,
+        partner_expiry_s: u64,
+        journal: &mut dyn Journal,
+    ) -> Result<(), StorageUnavailable> {
+        let Some(subnet) = subnets.containing(ip) else {
+            return Ok(());
+        };
+        let ip_u32 = u32::from(ip);
+        let mut shard = self.leases(subnet).addrs[addr_shard(ip_u32)].lock();
+        let Some(current) = shard.slots.get(&ip_u32).map(|s| s.recorded(ip_u32)) else {
+            return Ok(());
+        };
+        if time32(sent_pet(&current)) != time32(partner_expiry_s) {
+            return Ok(());
+        }
+        let seq = self.next_seq();
+        journal.record(&Change {
+            seq,
+            partner_expiry_s,
+            ..current
+        })?;
+        if let Some(slot) = shard.slots.get_mut(&ip_u32) {
+            slot.seq = seq;
+            slot.partner_expiry_s = time32(partner_expiry_s);
+        }
+        Ok(())
+    }
+
+    /// The table as the failover endpoint's [`LocalBindings`] at `now_s`, for the acceptance
+    /// checks of a received BNDUPD (draft §7.1.3).
+    pub fn view<'a>(&'a self, subnets: &'a Subnets, now_s: u64) -> TableView<'a> {
+        TableView {
+            table: self,
+            subnets,
+            now_s,
+        }
     }
 
     /// Calls `visit` with the current record of every address ever used, for a snapshot of the
@@ -765,24 +1242,17 @@ impl LeaseTable {
                         if slot.seq == 0 {
                             continue; // never recorded: an offer of a fresh address
                         }
-                        // An offer is not a recorded state: what was last recorded of an
-                        // offered address is that it was free.
-                        let state = match slot.state {
-                            LeaseState::Offered => LeaseState::Expired,
-                            state => state,
-                        };
-                        visit(&Change {
-                            seq: slot.seq,
-                            ip: Ipv4Addr::from(*ip),
-                            state,
-                            expires_s: slot.expires_s,
-                            since_s: slot.since_s,
-                            client: slot.client.as_ref().map_or(&[][..], |c| c.as_bytes()),
-                        });
+                        visit(&slot.recorded(*ip));
                     }
                 }
             }
         }
+    }
+
+    /// Calls `visit` with the failover binding of every recorded address (UPDREQALL, a full
+    /// resend), in the chunks of [`LeaseTable::visit_records`].
+    pub fn visit_bindings(&self, mut visit: impl FnMut(failover::Binding)) {
+        self.visit_records(|change| visit(to_failover_binding(change)));
     }
 
     /// The client's current offer or lease in `subnet`, if it still holds one at `now_s`.
@@ -839,5 +1309,841 @@ impl LeaseTable {
             }
         }
         counts
+    }
+}
+
+/// How long an address the partner reports ABANDONED stays out of use when the partner's own
+/// hold has passed: ISC's default `abandon-lease-time`, one day.
+pub const ABANDONED_HOLD_S: u64 = 86_400;
+
+/// The subnet whose pools or reservations hold `ip`: the addresses of the failover
+/// relationship.
+fn relationship_subnet(subnets: &Subnets, ip: Ipv4Addr) -> Option<&Subnet> {
+    subnets
+        .containing(ip)
+        .filter(|s| s.in_pool(ip) || s.reserved_to(ip).is_some())
+}
+
+/// The lease table's key for a failover binding's client: its client identifier when it has
+/// one (as our DHCP side keys clients, RFC 2131 §4.2), else its hardware address.
+fn client_key_of(b: &failover::Binding) -> Option<ClientKey> {
+    match (&b.client_id, &b.hardware) {
+        (Some(id), _) if !id.is_empty() => Some(ClientKey::from_client_id(id)),
+        (_, Some(hw)) => Some(ClientKey::from_hardware(hw.htype, hw.addr())),
+        _ => None,
+    }
+}
+
+/// The failover binding of a lease table change: what the shell forwards to the failover thread
+/// for each durable local change, and what [`LeaseTable::visit_bindings`] sends.
+///
+/// Bound → ACTIVE, Released → RELEASED, Expired → EXPIRED, Declined → ABANDONED; a free address
+/// with no client (and an offer, never recorded) → FREE, as EXPIRED and RELEASED need a client
+/// (draft Table 7.1-1). The PET is at least the lease end (draft §7.1).
+pub fn to_failover_binding(change: &Change<'_>) -> failover::Binding {
+    let (hardware, client_id) = match change.client.split_first() {
+        Some((&KEY_TAG_HARDWARE, rest)) => match rest.split_first() {
+            Some((&htype, chaddr)) => (HwAddr::new(htype, chaddr), None),
+            None => (None, None),
+        },
+        Some((&KEY_TAG_CLIENT_ID, id)) if !id.is_empty() => (None, Some(Box::from(id))),
+        _ => (None, None),
+    };
+    let has_client = hardware.is_some() || client_id.is_some();
+    let status = match change.state {
+        LeaseState::Bound => BindingStatus::Active,
+        LeaseState::Declined => BindingStatus::Abandoned,
+        LeaseState::Released if has_client => BindingStatus::Released,
+        LeaseState::Expired if has_client => BindingStatus::Expired,
+        LeaseState::Released | LeaseState::Expired | LeaseState::Offered => BindingStatus::Free,
+    };
+    failover::Binding {
+        ip: change.ip,
+        status,
+        flags: 0,
+        hardware,
+        client_id,
+        expires_s: change.expires_s,
+        pet_s: sent_pet(change),
+        cltt_s: change.cltt_s,
+        stos_s: change.since_s,
+    }
+}
+
+/// The PET a binding goes to the partner with: at least its lease end (draft §7.1: PET ≥
+/// lease-expiration-time).
+fn sent_pet(change: &Change<'_>) -> u64 {
+    change.potential_expiry_s.max(change.expires_s)
+}
+
+/// The lease time from `now_s` to `expires_s`, in the 32 bits of DHCP option 51.
+pub fn lease_time_s(expires_s: u64, now_s: u64) -> u32 {
+    u32::try_from(expires_s.saturating_sub(now_s)).unwrap_or(u32::MAX)
+}
+
+/// The lease table as the failover endpoint sees it ([`LeaseTable::view`]).
+pub struct TableView<'a> {
+    table: &'a LeaseTable,
+    subnets: &'a Subnets,
+    now_s: u64,
+}
+
+impl LocalBindings for TableView<'_> {
+    fn lookup(&self, ip: Ipv4Addr) -> Lookup {
+        let Some(subnet) = relationship_subnet(self.subnets, ip) else {
+            return Lookup::NotInPool;
+        };
+        let ip = u32::from(ip);
+        let shard = self.table.leases(subnet).addrs[addr_shard(ip)].lock();
+        let Some(slot) = shard.slots.get(&ip).filter(|s| s.seq != 0) else {
+            return Lookup::NoRecord;
+        };
+        let mut change = slot.recorded(ip);
+        if change.state.is_timed() && slot.is_free(self.now_s) {
+            // Ran out and not swept yet: what the sweep will make of it.
+            if change.state == LeaseState::Declined {
+                change.client = &[];
+            }
+            change.state = LeaseState::Expired;
+        }
+        Lookup::Known(to_failover_binding(&change))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The failover side of the table, one rule per test: the MCLT bound on commits, storing
+    //! the partner's bindings and acknowledgements, the durable record of the new times, and
+    //! the static pool share.
+    use super::*;
+    use crate::proto::failover::{Binding, LocalBindings, Lookup};
+    use crate::proto::subnet::Pool;
+
+    const NOW: u64 = 1_700_000_000;
+    const MCLT: u32 = 600;
+    const DESIRED: u32 = 3600;
+
+    fn subnets(first: [u8; 4], last: [u8; 4]) -> Subnets {
+        Subnets::new(vec![Subnet {
+            id: 0,
+            network: Ipv4Addr::new(10, 0, 0, 0),
+            prefix_len: 16,
+            pools: vec![Pool {
+                first: first.into(),
+                last: last.into(),
+            }],
+            reservations: vec![],
+            lease_time_s: DESIRED,
+            min_lease_time_s: 60,
+            max_lease_time_s: 86_400,
+            t1_s: 1800,
+            t2_s: 3150,
+            options: vec![],
+        }])
+    }
+
+    fn small() -> Subnets {
+        subnets([10, 0, 1, 1], [10, 0, 1, 20])
+    }
+
+    fn hw(n: u16) -> ClientKey {
+        let [a, b] = n.to_be_bytes();
+        ClientKey::from_hardware(1, &[2, 0, 0, 0, a, b])
+    }
+
+    fn ip(last: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 0, 1, last)
+    }
+
+    fn failover(desired_s: u32) -> LeaseTime {
+        LeaseTime {
+            desired_s,
+            mclt_s: Some(MCLT),
+        }
+    }
+
+    /// An owned copy of a [`Change`].
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    struct Record {
+        seq: u64,
+        ip: Ipv4Addr,
+        state: LeaseState,
+        expires_s: u64,
+        since_s: u64,
+        client: Vec<u8>,
+        potential_expiry_s: u64,
+        partner_expiry_s: u64,
+        cltt_s: u64,
+    }
+
+    impl Record {
+        fn of(c: &Change<'_>) -> Record {
+            Record {
+                seq: c.seq,
+                ip: c.ip,
+                state: c.state,
+                expires_s: c.expires_s,
+                since_s: c.since_s,
+                client: c.client.to_vec(),
+                potential_expiry_s: c.potential_expiry_s,
+                partner_expiry_s: c.partner_expiry_s,
+                cltt_s: c.cltt_s,
+            }
+        }
+
+        fn change(&self) -> Change<'_> {
+            Change {
+                seq: self.seq,
+                ip: self.ip,
+                state: self.state,
+                expires_s: self.expires_s,
+                since_s: self.since_s,
+                client: &self.client,
+                potential_expiry_s: self.potential_expiry_s,
+                partner_expiry_s: self.partner_expiry_s,
+                cltt_s: self.cltt_s,
+            }
+        }
+    }
+
+    #[derive(Default)]
+    struct Recorder(Vec<Record>);
+
+    impl Journal for Recorder {
+        fn record(&mut self, change: &Change<'_>) -> Result<(), StorageUnavailable> {
+            self.0.push(Record::of(change));
+            Ok(())
+        }
+    }
+
+    fn records(table: &LeaseTable) -> Vec<Record> {
+        let mut out = Vec::new();
+        table.visit_records(|c| out.push(Record::of(c)));
+        out.sort_by_key(|r| r.ip);
+        out
+    }
+
+    fn commit(
+        table: &LeaseTable,
+        s: &Subnets,
+        c: &ClientKey,
+        at: Ipv4Addr,
+        lease: LeaseTime,
+        now_s: u64,
+    ) -> Commit {
+        table.commit(&s.all()[0], c.as_bytes(), at, lease, now_s, &mut Volatile)
+    }
+
+    /// The partner acknowledges the binding `at` holds now; returns the PET it acknowledged.
+    fn ack(table: &LeaseTable, s: &Subnets, at: Ipv4Addr, journal: &mut dyn Journal) -> u64 {
+        let pet = table.get(&s.all()[0], at).unwrap().potential_expiry_s;
+        table.partner_acked(s, at, pet, journal).unwrap();
+        pet
+    }
+
+    fn partner(at: Ipv4Addr, status: BindingStatus, client: Option<&ClientKey>) -> Binding {
+        let mut b = Binding::new(at, status);
+        if let Some(key) = client {
+            let chaddr = &key.as_bytes()[2..];
+            b.hardware = HwAddr::new(1, chaddr);
+        }
+        b.expires_s = NOW + 1000;
+        b.pet_s = NOW + 2000;
+        b.cltt_s = NOW - 5;
+        b.stos_s = NOW - 10;
+        b
+    }
+
+    #[test]
+    fn the_mclt_caps_a_new_lease_and_the_pet_reaches_beyond_it() {
+        let s = small();
+        let table = LeaseTable::new(&s);
+        let mut journal = Recorder::default();
+        let got = table.commit(
+            &s.all()[0],
+            hw(1).as_bytes(),
+            ip(5),
+            failover(DESIRED),
+            NOW,
+            &mut journal,
+        );
+        assert_eq!(
+            got,
+            Commit::Bound {
+                expires_s: NOW + u64::from(MCLT)
+            }
+        );
+        let r = &journal.0[0];
+        // draft §5.2.1: PET = now + desired + granted / 2.
+        assert_eq!(
+            r.potential_expiry_s,
+            NOW + u64::from(DESIRED) + u64::from(MCLT) / 2
+        );
+        assert!(r.potential_expiry_s > r.expires_s);
+        assert_eq!((r.partner_expiry_s, r.cltt_s), (0, NOW));
+        // A lease shorter than the MCLT is not cut; none is without an MCLT.
+        assert_eq!(
+            commit(&table, &s, &hw(2), ip(6), failover(300), NOW),
+            Commit::Bound {
+                expires_s: NOW + 300
+            }
+        );
+        assert_eq!(
+            commit(&table, &s, &hw(3), ip(7), LeaseTime::plain(DESIRED), NOW),
+            Commit::Bound {
+                expires_s: NOW + u64::from(DESIRED)
+            }
+        );
+    }
+
+    #[test]
+    fn after_a_partner_ack_a_renewal_may_run_to_the_acked_time_plus_mclt() {
+        let s = small();
+        let table = LeaseTable::new(&s);
+        let (client, at) = (hw(1), ip(5));
+        let Commit::Bound { .. } = commit(&table, &s, &client, at, failover(86_400), NOW) else {
+            panic!("not bound");
+        };
+        let acked = ack(&table, &s, at, &mut Volatile);
+        assert_eq!(acked, NOW + 86_400 + u64::from(MCLT) / 2);
+        let later = NOW + 300;
+        assert_eq!(
+            commit(&table, &s, &client, at, failover(200_000), later),
+            Commit::Bound {
+                expires_s: acked + u64::from(MCLT)
+            }
+        );
+        // A desired lease within the acknowledged bound is granted whole.
+        assert_eq!(
+            commit(&table, &s, &client, at, failover(DESIRED), later),
+            Commit::Bound {
+                expires_s: later + u64::from(DESIRED)
+            }
+        );
+        // Another client gets nothing of the acknowledged time once the address is free.
+        let gone = acked + 10_000;
+        table.expire(&s, gone);
+        assert_eq!(
+            commit(&table, &s, &hw(2), at, failover(86_400), gone),
+            Commit::Bound {
+                expires_s: gone + u64::from(MCLT)
+            }
+        );
+    }
+
+    #[test]
+    fn an_offer_shows_the_lease_time_a_request_would_get() {
+        let s = small();
+        let table = LeaseTable::new(&s);
+        let subnet = &s.all()[0];
+        let offer = table
+            .offer(subnet, hw(1).as_bytes(), None, NOW, 30, failover(DESIRED))
+            .unwrap();
+        assert_eq!(offer.lease_s, MCLT);
+        let Commit::Bound { expires_s } =
+            commit(&table, &s, &hw(1), offer.ip, failover(DESIRED), NOW)
+        else {
+            panic!("not bound");
+        };
+        assert_eq!(expires_s, NOW + u64::from(offer.lease_s));
+        ack(&table, &s, offer.ip, &mut Volatile);
+        let again = table
+            .offer(
+                subnet,
+                hw(1).as_bytes(),
+                None,
+                NOW + 1,
+                30,
+                failover(DESIRED),
+            )
+            .unwrap();
+        assert_eq!((again.ip, again.lease_s), (offer.ip, DESIRED));
+    }
+
+    #[test]
+    fn apply_partner_maps_every_binding_status() {
+        let s = small();
+        let table = LeaseTable::new(&s);
+        let subnet = &s.all()[0];
+        let store = |b: &Binding| table.apply_partner(&s, b, NOW, &mut Volatile).unwrap();
+        let lease = |at| table.get(subnet, at).unwrap();
+        let client = hw(1);
+
+        assert_eq!(
+            store(&partner(ip(1), BindingStatus::Active, Some(&client))),
+            Applied::Stored
+        );
+        let l = lease(ip(1));
+        assert_eq!(
+            (l.state, l.expires_s, l.client.as_ref()),
+            (LeaseState::Bound, NOW + 1000, Some(&client))
+        );
+        assert_eq!(
+            (l.potential_expiry_s, l.partner_expiry_s, l.cltt_s),
+            (NOW + 2000, NOW + 2000, NOW - 5)
+        );
+
+        for (status, state) in [
+            (BindingStatus::Expired, LeaseState::Expired),
+            (BindingStatus::Released, LeaseState::Released),
+        ] {
+            store(&partner(ip(2), status, Some(&client)));
+            let l = lease(ip(2));
+            assert_eq!(
+                (l.state, l.client.as_ref()),
+                (state, Some(&client)),
+                "{status:?}"
+            );
+        }
+        for status in [
+            BindingStatus::Free,
+            BindingStatus::Backup,
+            BindingStatus::Reset,
+        ] {
+            store(&partner(ip(3), BindingStatus::Active, Some(&hw(9))));
+            store(&partner(ip(3), status, Some(&hw(9))));
+            let l = lease(ip(3));
+            assert_eq!(
+                (l.state, l.client),
+                (LeaseState::Expired, None),
+                "{status:?}"
+            );
+            assert!(table.binding_of(subnet, hw(9).as_bytes(), NOW).is_none());
+        }
+        // ABANDONED: declined until the partner's hold ends, or ours if that has passed.
+        store(&partner(ip(4), BindingStatus::Abandoned, None));
+        assert_eq!(
+            (lease(ip(4)).state, lease(ip(4)).expires_s),
+            (LeaseState::Declined, NOW + 1000)
+        );
+        let mut old = partner(ip(5), BindingStatus::Abandoned, None);
+        old.expires_s = NOW - 1;
+        store(&old);
+        assert_eq!(lease(ip(5)).expires_s, NOW + ABANDONED_HOLD_S);
+        assert!(
+            table
+                .offer(
+                    subnet,
+                    hw(2).as_bytes(),
+                    Some(ip(4)),
+                    NOW,
+                    30,
+                    failover(DESIRED)
+                )
+                .unwrap()
+                .ip
+                != ip(4)
+        );
+
+        let outside = partner(
+            Ipv4Addr::new(10, 0, 9, 9),
+            BindingStatus::Active,
+            Some(&client),
+        );
+        assert_eq!(store(&outside), Applied::NotInPool);
+        let elsewhere = partner(
+            Ipv4Addr::new(192, 0, 2, 1),
+            BindingStatus::Active,
+            Some(&client),
+        );
+        assert_eq!(store(&elsewhere), Applied::NotInPool);
+        assert_eq!(
+            store(&partner(ip(6), BindingStatus::Unknown(99), Some(&client))),
+            Applied::UnknownStatus
+        );
+        assert!(table.get(subnet, ip(6)).is_none());
+    }
+
+    #[test]
+    fn a_partners_active_binding_is_nobody_elses_here() {
+        let s = small();
+        let table = LeaseTable::new(&s);
+        let subnet = &s.all()[0];
+        let (a, b) = (hw(1), hw(2));
+        table
+            .apply_partner(
+                &s,
+                &partner(ip(7), BindingStatus::Active, Some(&a)),
+                NOW,
+                &mut Volatile,
+            )
+            .unwrap();
+        assert_eq!(
+            commit(&table, &s, &b, ip(7), failover(DESIRED), NOW),
+            Commit::Conflict
+        );
+        let offered = table
+            .offer(
+                subnet,
+                b.as_bytes(),
+                Some(ip(7)),
+                NOW,
+                30,
+                failover(DESIRED),
+            )
+            .unwrap();
+        assert_ne!(offered.ip, ip(7));
+        // Its own client renews it here: the partner's PET is the bound (draft §7.1.5).
+        assert_eq!(
+            commit(&table, &s, &a, ip(7), failover(86_400), NOW),
+            Commit::Bound {
+                expires_s: NOW + 2000 + u64::from(MCLT)
+            }
+        );
+        assert_eq!(
+            table.binding_of(subnet, a.as_bytes(), NOW).unwrap().ip,
+            ip(7)
+        );
+    }
+
+    #[test]
+    fn apply_partner_keeps_the_client_index_right() {
+        let s = small();
+        let table = LeaseTable::new(&s);
+        let subnet = &s.all()[0];
+        let (mover, loser) = (hw(1), hw(2));
+        assert!(matches!(
+            commit(&table, &s, &mover, ip(1), failover(DESIRED), NOW),
+            Commit::Bound { .. }
+        ));
+        assert!(matches!(
+            commit(&table, &s, &loser, ip(2), failover(DESIRED), NOW),
+            Commit::Bound { .. }
+        ));
+        // The partner gave `mover` the address `loser` held here (its lease ended there).
+        table
+            .apply_partner(
+                &s,
+                &partner(ip(2), BindingStatus::Active, Some(&mover)),
+                NOW,
+                &mut Volatile,
+            )
+            .unwrap();
+        assert_eq!(
+            table.binding_of(subnet, mover.as_bytes(), NOW).unwrap().ip,
+            ip(2)
+        );
+        assert!(table.binding_of(subnet, loser.as_bytes(), NOW).is_none());
+        let leases = table.leases(subnet);
+        assert!(
+            !leases.clients[client_shard(loser.as_bytes())]
+                .lock()
+                .contains_key(loser.as_bytes()),
+            "stale entry removed"
+        );
+        // `loser` is offered another address; `mover` is offered the one the partner gave it.
+        let offered = table
+            .offer(subnet, loser.as_bytes(), None, NOW, 30, failover(DESIRED))
+            .unwrap();
+        assert_ne!(offered.ip, ip(2));
+        let offered = table
+            .offer(subnet, mover.as_bytes(), None, NOW, 30, failover(DESIRED))
+            .unwrap();
+        assert_eq!(offered.ip, ip(2));
+        // An ended binding from the partner does not pull a client off the address it holds.
+        table
+            .apply_partner(
+                &s,
+                &partner(ip(9), BindingStatus::Released, Some(&mover)),
+                NOW,
+                &mut Volatile,
+            )
+            .unwrap();
+        assert_eq!(
+            table.binding_of(subnet, mover.as_bytes(), NOW).unwrap().ip,
+            ip(2)
+        );
+    }
+
+    #[test]
+    fn partner_acked_records_the_binding_with_the_new_partner_expiry() {
+        let s = small();
+        let table = LeaseTable::new(&s);
+        let mut journal = Recorder::default();
+        table.commit(
+            &s.all()[0],
+            hw(1).as_bytes(),
+            ip(5),
+            failover(DESIRED),
+            NOW,
+            &mut journal,
+        );
+        let pet = ack(&table, &s, ip(5), &mut journal);
+        let [bound, acked] = &journal.0[..] else {
+            panic!("{:?}", journal.0);
+        };
+        assert!(acked.seq > bound.seq);
+        let expected = Record {
+            seq: acked.seq,
+            partner_expiry_s: pet,
+            ..bound.clone()
+        };
+        assert_eq!(acked, &expected);
+        assert_eq!(table.get(&s.all()[0], ip(5)).unwrap().partner_expiry_s, pet);
+        assert_eq!(records(&table), vec![acked.clone()]);
+        // No record, nothing to record.
+        table.partner_acked(&s, ip(6), NOW, &mut journal).unwrap();
+        table
+            .partner_acked(&s, Ipv4Addr::new(192, 0, 2, 1), NOW, &mut journal)
+            .unwrap();
+        assert_eq!(journal.0.len(), 2);
+    }
+
+    #[test]
+    fn a_late_ack_of_an_older_binding_changes_nothing() {
+        // Acks come in order, but one may arrive after the address changed again: an ack of
+        // the previous client's PET must not stretch the new client's lease.
+        let s = small();
+        let table = LeaseTable::new(&s);
+        let subnet = &s.all()[0];
+        let old_pet = {
+            commit(&table, &s, &hw(1), ip(5), failover(86_400), NOW);
+            table.get(subnet, ip(5)).unwrap().potential_expiry_s
+        };
+        table
+            .release(subnet, hw(1).as_bytes(), ip(5), NOW + 1, &mut Volatile)
+            .unwrap();
+        commit(&table, &s, &hw(2), ip(5), failover(86_400), NOW + 2);
+        let mut journal = Recorder::default();
+        table
+            .partner_acked(&s, ip(5), old_pet, &mut journal)
+            .unwrap();
+        assert!(journal.0.is_empty());
+        assert_eq!(table.get(subnet, ip(5)).unwrap().partner_expiry_s, 0);
+        assert_eq!(
+            commit(&table, &s, &hw(2), ip(5), failover(86_400), NOW + 3),
+            Commit::Bound {
+                expires_s: NOW + 3 + u64::from(MCLT)
+            }
+        );
+    }
+
+    #[test]
+    fn restore_round_trips_every_field() {
+        let s = small();
+        let table = LeaseTable::new(&s);
+        let mut journal = Recorder::default();
+        let subnet = &s.all()[0];
+        let lease = failover(DESIRED);
+        table.commit(subnet, hw(1).as_bytes(), ip(1), lease, NOW, &mut journal);
+        let pet = ack(&table, &s, ip(1), &mut journal);
+        table.commit(subnet, hw(2).as_bytes(), ip(2), lease, NOW, &mut journal);
+        table
+            .release(subnet, hw(2).as_bytes(), ip(2), NOW + 5, &mut journal)
+            .unwrap();
+        let active = partner(ip(3), BindingStatus::Active, Some(&hw(3)));
+        table.apply_partner(&s, &active, NOW, &mut journal).unwrap();
+        let abandoned = partner(ip(4), BindingStatus::Abandoned, None);
+        table
+            .apply_partner(&s, &abandoned, NOW, &mut journal)
+            .unwrap();
+
+        let restarted = LeaseTable::new(&s);
+        for r in &journal.0 {
+            assert!(restarted.restore(&s, &r.change()));
+        }
+        assert_eq!(records(&restarted), records(&table));
+        assert_eq!(records(&table).len(), 4);
+        assert!(records(&table).iter().all(|r| r.cltt_s != 0));
+        assert_eq!(records(&table)[0].partner_expiry_s, pet);
+        assert!(restarted.next_seq() > journal.0.iter().map(|r| r.seq).max().unwrap());
+        // The restored failover times take part in the MCLT rule as before.
+        assert_eq!(
+            commit(&restarted, &s, &hw(1), ip(1), failover(86_400), NOW + 10),
+            Commit::Bound {
+                expires_s: pet + u64::from(MCLT)
+            }
+        );
+    }
+
+    #[test]
+    fn failover_bindings_carry_the_client_and_status() {
+        let s = small();
+        let table = LeaseTable::new(&s);
+        let subnet = &s.all()[0];
+        let id = ClientKey::from_client_id(b"\x01router");
+        table.commit(
+            subnet,
+            hw(1).as_bytes(),
+            ip(1),
+            failover(DESIRED),
+            NOW,
+            &mut Volatile,
+        );
+        table.commit(
+            subnet,
+            id.as_bytes(),
+            ip(2),
+            failover(DESIRED),
+            NOW,
+            &mut Volatile,
+        );
+        table
+            .release(subnet, id.as_bytes(), ip(2), NOW + 1, &mut Volatile)
+            .unwrap();
+        table.commit(
+            subnet,
+            hw(3).as_bytes(),
+            ip(3),
+            failover(DESIRED),
+            NOW,
+            &mut Volatile,
+        );
+        table
+            .decline(subnet, hw(3).as_bytes(), ip(3), NOW, 60, &mut Volatile)
+            .unwrap();
+        table
+            .apply_partner(
+                &s,
+                &partner(ip(4), BindingStatus::Free, None),
+                NOW,
+                &mut Volatile,
+            )
+            .unwrap();
+        table
+            .offer(
+                subnet,
+                hw(5).as_bytes(),
+                Some(ip(5)),
+                NOW,
+                30,
+                failover(DESIRED),
+            )
+            .unwrap();
+
+        let mut all = Vec::new();
+        table.visit_bindings(|b| all.push(b));
+        all.sort_by_key(|b| b.ip);
+        let statuses: Vec<_> = all.iter().map(|b| (b.ip, b.status)).collect();
+        assert_eq!(
+            statuses,
+            [
+                (ip(1), BindingStatus::Active),
+                (ip(2), BindingStatus::Released),
+                (ip(3), BindingStatus::Abandoned),
+                (ip(4), BindingStatus::Free),
+            ],
+            "the offer of a fresh address is not a recorded binding"
+        );
+        let active = &all[0];
+        assert_eq!(active.hardware, HwAddr::new(1, &[2, 0, 0, 0, 0, 1]));
+        assert_eq!(active.client_id, None);
+        assert_eq!(
+            (active.expires_s, active.cltt_s, active.stos_s),
+            (NOW + 600, NOW, NOW)
+        );
+        assert!(active.pet_s > active.expires_s);
+        assert_eq!(all[1].client_id.as_deref(), Some(&b"\x01router"[..]));
+        assert_eq!(all[1].hardware, None);
+
+        // The endpoint's view: outside the pools, no record, a record (run out: expired).
+        let view = table.view(&s, NOW + 601);
+        assert_eq!(view.lookup(Ipv4Addr::new(10, 0, 9, 9)), Lookup::NotInPool);
+        assert_eq!(view.lookup(ip(9)), Lookup::NoRecord);
+        assert_eq!(view.lookup(ip(5)), Lookup::NoRecord);
+        let Lookup::Known(b) = view.lookup(ip(1)) else {
+            panic!("no binding");
+        };
+        assert_eq!(
+            (b.status, b.hardware),
+            (BindingStatus::Expired, active.hardware)
+        );
+        let Lookup::Known(b) = table.view(&s, NOW).lookup(ip(1)) else {
+            panic!("no binding");
+        };
+        assert_eq!(&b, active);
+    }
+
+    #[test]
+    fn opposite_shares_allocate_disjoint_addresses() {
+        // Two servers configured alike, one primary and one secondary, each serve 1000 new
+        // clients from their own share; no address may be given out by both.
+        let s = subnets([10, 0, 0, 1], [10, 0, 15, 254]);
+        let subnet = &s.all()[0];
+        let serve = |role: Role, first_client: u16| {
+            let table = LeaseTable::with_share(&s, Some(PoolShare::new(role, 128, None)));
+            let mut got = std::collections::HashSet::new();
+            for n in first_client..first_client + 1000 {
+                let key = hw(n);
+                let offer = table
+                    .offer(subnet, key.as_bytes(), None, NOW, 30, failover(DESIRED))
+                    .unwrap();
+                assert_eq!(PoolShare::new(role, 128, None).owner(offer.ip), role);
+                let Commit::Bound { .. } =
+                    commit(&table, &s, &key, offer.ip, failover(DESIRED), NOW)
+                else {
+                    panic!("not bound");
+                };
+                assert!(got.insert(offer.ip));
+            }
+            (table, got)
+        };
+        let (primary, ours) = serve(Role::Primary, 0);
+        let (_, theirs) = serve(Role::Secondary, 5000);
+        assert!(ours.is_disjoint(&theirs));
+        // A new client may not take a free address of the partner's share here, even by asking.
+        let partners = theirs.iter().next().copied().unwrap();
+        assert_eq!(
+            commit(&primary, &s, &hw(9000), partners, failover(DESIRED), NOW),
+            Commit::NotOurs
+        );
+        let offered = primary
+            .offer(
+                subnet,
+                hw(9001).as_bytes(),
+                Some(partners),
+                NOW,
+                30,
+                failover(DESIRED),
+            )
+            .unwrap();
+        assert_ne!(offered.ip, partners);
+        // But a client the partner leased it to renews it here.
+        primary
+            .apply_partner(
+                &s,
+                &partner(partners, BindingStatus::Active, Some(&hw(9002))),
+                NOW,
+                &mut Volatile,
+            )
+            .unwrap();
+        assert!(matches!(
+            commit(&primary, &s, &hw(9002), partners, failover(DESIRED), NOW),
+            Commit::Bound { .. }
+        ));
+    }
+
+    #[test]
+    fn shares_split_by_the_configured_fraction() {
+        let pool = (u32::from(Ipv4Addr::new(10, 0, 0, 1))
+            ..=u32::from(Ipv4Addr::new(10, 0, 15, 254)))
+            .map(Ipv4Addr::from);
+        let count = |share: PoolShare| {
+            pool.clone()
+                .filter(|&a| share.owner(a) == Role::Secondary)
+                .count()
+        };
+        let total = pool.clone().count();
+        let balanced = count(PoolShare::new(Role::Primary, 128, None));
+        let standby = count(PoolShare::new(Role::Primary, 255, None));
+        assert!(
+            balanced.abs_diff(total / 2) < total / 20,
+            "{balanced} of {total}"
+        );
+        assert!(
+            standby.abs_diff(total / 10) < total / 20,
+            "{standby} of {total}"
+        );
+        assert_eq!(count(PoolShare::new(Role::Primary, 128, Some(0))), 0);
+        assert_eq!(
+            count(PoolShare::new(Role::Primary, 128, Some(250))),
+            total,
+            "capped at 100 %"
+        );
+    }
+
+    #[test]
+    fn slot_size() {
+        assert_eq!(std::mem::size_of::<Slot>(), 56);
     }
 }

@@ -5,13 +5,22 @@
 //! the interface it arrived on; for a [`Decision::Reply`] call [`Server::write_reply`] into a send
 //! buffer and send it to [`Reply::destination`]. Call [`Server::expire`] about once a second.
 //! Nothing here reads a clock or touches a socket or file.
+//!
+//! With a failover partner ([`Server::with_failover`]) each request first passes the
+//! [`ServiceGate`], which the failover thread keeps at the relationship's state: it decides
+//! whether the request is answered at all and whether the MCLT bounds the lease time. Offers
+//! and ACKs carry the lease time actually granted, which the MCLT may have cut.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
 
-use super::lease::{ClientKeyBuf, Commit, Journal, LeaseTable, StorageUnavailable};
+use super::failover::{Admitted, ServiceGate};
+use super::lease::{
+    lease_time_s, ClientKeyBuf, Commit, Journal, LeaseTable, LeaseTime, Offer, PoolShare,
+    StorageUnavailable,
+};
 use super::subnet::{Subnet, Subnets};
 use super::wire::dhcp::{MessageType, Packet, PacketWriter};
 use super::wire::options::code;
@@ -83,14 +92,29 @@ pub struct Settings {
 pub struct Server {
     settings: ArcSwap<Settings>,
     pub leases: LeaseTable,
+    /// The failover state as it concerns clients; `None` without failover.
+    gate: Option<Arc<ServiceGate>>,
 }
 
 impl Server {
+    /// A server without failover.
     pub fn new(policy: Policy, subnets: Subnets) -> Self {
-        let leases = LeaseTable::new(&subnets);
+        Self::with_failover(policy, subnets, None, None)
+    }
+
+    /// A server that allocates only from its `share` of the pools and answers what `gate`
+    /// allows (both set with a failover partner, both `None` without one).
+    pub fn with_failover(
+        policy: Policy,
+        subnets: Subnets,
+        share: Option<PoolShare>,
+        gate: Option<Arc<ServiceGate>>,
+    ) -> Self {
+        let leases = LeaseTable::with_share(&subnets, share);
         Server {
             settings: ArcSwap::from_pointee(Settings { policy, subnets }),
             leases,
+            gate,
         }
     }
 
@@ -149,9 +173,24 @@ impl Server {
             None => ClientKeyBuf::hardware(packet.htype(), packet.chaddr()),
         };
         let client = key.as_bytes();
+        // Before anything is held or changed: a server that does not answer must not remember
+        // anything of the request (draft §10.1).
+        let admitted = match &self.gate {
+            None => Admitted { mclt_s: None },
+            Some(gate) => match gate.admit(packet) {
+                Ok(admitted) => admitted,
+                Err(reason) => return Decision::Drop(reason),
+            },
+        };
+        let lease = LeaseTime {
+            desired_s: subnet.grant_lease_time_s(packet.lease_time_s()),
+            mclt_s: admitted.mclt_s,
+        };
         match packet.message_type() {
-            MessageType::Discover => self.discover(policy, packet, subnet, client, now_s),
-            MessageType::Request => self.request(policy, packet, subnet, client, now_s, journal),
+            MessageType::Discover => self.discover(policy, packet, subnet, client, (lease, now_s)),
+            MessageType::Request => {
+                self.request(policy, packet, subnet, client, (lease, now_s), journal)
+            }
             MessageType::Release => self.release(policy, packet, subnet, client, now_s, journal),
             MessageType::Decline => self.decline(policy, packet, subnet, client, now_s, journal),
             MessageType::Inform => self.inform(packet, subnet),
@@ -172,20 +211,16 @@ impl Server {
         p: &Packet<'_>,
         subnet: &Subnet,
         client: &[u8],
-        now_s: u64,
+        (lease, now_s): (LeaseTime, u64),
     ) -> Decision {
         let hold_s = policy.offer_hold_s;
         match self
             .leases
-            .offer(subnet, client, p.requested_ip(), now_s, hold_s)
+            .offer(subnet, client, p.requested_ip(), now_s, hold_s, lease)
         {
-            Ok(ip) => Decision::Reply(self.lease_reply(
-                p,
-                MessageType::Offer,
-                subnet,
-                ip,
-                subnet.grant_lease_time_s(p.lease_time_s()),
-            )),
+            Ok(Offer { ip, lease_s }) => {
+                Decision::Reply(self.lease_reply(p, MessageType::Offer, subnet, ip, lease_s))
+            }
             Err(reason) => Decision::Drop(reason),
         }
     }
@@ -198,10 +233,9 @@ impl Server {
         p: &Packet<'_>,
         subnet: &Subnet,
         client: &[u8],
-        now_s: u64,
+        (lease, now_s): (LeaseTime, u64),
         journal: &mut dyn Journal,
     ) -> Decision {
-        let lease_s = subnet.grant_lease_time_s(p.lease_time_s());
         match (p.server_id(), p.requested_ip(), p.ciaddr()) {
             // SELECTING: the client answers an OFFER.
             (Some(server_id), requested, _) => {
@@ -215,9 +249,9 @@ impl Server {
                 };
                 match self
                     .leases
-                    .commit(subnet, client, ip, lease_s, now_s, journal)
+                    .commit(subnet, client, ip, lease, now_s, journal)
                 {
-                    Commit::Bound { .. } => self.ack(p, subnet, ip, lease_s),
+                    Commit::Bound { expires_s } => self.ack(p, subnet, ip, (expires_s, now_s)),
                     Commit::Conflict | Commit::NotOurs => self.nak(p),
                     Commit::Unavailable => Decision::Drop(DropReason::StorageUnavailable),
                 }
@@ -227,11 +261,11 @@ impl Server {
                 if !subnet.contains(ip) {
                     return self.nak(p); // on the wrong network
                 }
-                self.confirm(p, subnet, client, ip, (lease_s, now_s), journal)
+                self.confirm(p, subnet, client, ip, (lease, now_s), journal)
             }
             // RENEWING (unicast) or REBINDING (broadcast): extend the lease on ciaddr.
             (None, _, ciaddr) if !ciaddr.is_unspecified() => {
-                self.confirm(p, subnet, client, ciaddr, (lease_s, now_s), journal)
+                self.confirm(p, subnet, client, ciaddr, (lease, now_s), journal)
             }
             (None, _, _) => Decision::Drop(DropReason::MissingRequestedAddress),
         }
@@ -245,14 +279,14 @@ impl Server {
         subnet: &Subnet,
         client: &[u8],
         ip: Ipv4Addr,
-        (lease_s, now_s): (u32, u64),
+        (lease, now_s): (LeaseTime, u64),
         journal: &mut dyn Journal,
     ) -> Decision {
         match self
             .leases
-            .commit(subnet, client, ip, lease_s, now_s, journal)
+            .commit(subnet, client, ip, lease, now_s, journal)
         {
-            Commit::Bound { .. } => self.ack(p, subnet, ip, lease_s),
+            Commit::Bound { expires_s } => self.ack(p, subnet, ip, (expires_s, now_s)),
             Commit::Conflict => self.nak(p),
             Commit::NotOurs => Decision::Drop(DropReason::UnknownLease),
             Commit::Unavailable => Decision::Drop(DropReason::StorageUnavailable),
@@ -319,7 +353,16 @@ impl Server {
         })
     }
 
-    fn ack(&self, p: &Packet<'_>, subnet: &Subnet, ip: Ipv4Addr, lease_s: u32) -> Decision {
+    /// The ACK of a lease granted until `expires_s`: its lease time (and so T1 and T2) is the
+    /// time granted, not the configured one.
+    fn ack(
+        &self,
+        p: &Packet<'_>,
+        subnet: &Subnet,
+        ip: Ipv4Addr,
+        (expires_s, now_s): (u64, u64),
+    ) -> Decision {
+        let lease_s = lease_time_s(expires_s, now_s);
         Decision::Reply(self.lease_reply(p, MessageType::Ack, subnet, ip, lease_s))
     }
 
@@ -488,6 +531,7 @@ mod tests {
     //! The RFC 2131 §4.3 decisions, one rule per test, driven through real encoded packets.
     use super::*;
     use crate::config::Config;
+    use crate::proto::failover::{Dialect, FailoverState, Role};
     use crate::proto::lease::{ClientKey, Volatile};
 
     const NOW: u64 = 1_700_000_000;
@@ -991,5 +1035,132 @@ routers = ["10.20.0.1"]
         assert!(Arc::ptr_eq(&before, &server.settings()), "nothing swapped");
         let (_, lease_s, _) = offer_packet(&server, 1, NOW);
         assert_eq!(lease_s, Some(3600));
+    }
+
+    const MCLT: u32 = 600;
+
+    /// A failover server in `role` whose gate is in `state`, splitting NORMAL load with
+    /// `split` (255: the primary serves every client).
+    fn failover_server(pool: &str, role: Role, split: u8, state: FailoverState) -> Server {
+        let (policy, subnets) = settings_of(&config_text(pool));
+        let gate = Arc::new(ServiceGate::new(role, Dialect::Ringlease, split));
+        gate.set_state(state, MCLT);
+        let share = PoolShare::new(role, split, None);
+        Server::with_failover(policy, subnets, Some(share), Some(gate))
+    }
+
+    /// The lease time, T1 and T2 of `reply` to `request` as encoded.
+    fn timers(server: &Server, request: &Req, reply: &Reply) -> (Option<u32>, Vec<u8>, Vec<u8>) {
+        let bytes = request.encode();
+        let packet = Packet::parse(&bytes).unwrap();
+        let mut buf = [0u8; 1500];
+        let len = server.write_reply(&packet, reply, &mut buf).unwrap();
+        let out = Packet::parse(&buf[..len]).unwrap();
+        let t = |c| out.option(c).unwrap_or_default().to_vec();
+        (
+            out.lease_time_s(),
+            t(code::RENEWAL_TIME),
+            t(code::REBINDING_TIME),
+        )
+    }
+
+    #[test]
+    fn with_failover_offer_and_ack_carry_the_granted_lease_time() {
+        // The MCLT cuts a new client's first lease (draft §5.2.1): the OFFER shows what the
+        // REQUEST gets, and the ACK's lease time and timers are the granted ones.
+        let server = failover_server(
+            "10.10.1.0-10.10.1.255",
+            Role::Primary,
+            255,
+            FailoverState::Normal,
+        );
+        let discover = req(MessageType::Discover, 1);
+        let offer = reply(discover.decide(&server, NOW));
+        assert_eq!(offer.lease_time_s, Some(MCLT));
+        let mut request = req(MessageType::Request, 1);
+        request.requested = Some(offer.yiaddr);
+        request.server_id = Some(server.settings().policy.server_id);
+        let ack = reply(request.decide(&server, NOW));
+        assert_eq!(ack.message_type, MessageType::Ack);
+        let (lease_s, t1, t2) = timers(&server, &request, &ack);
+        assert_eq!(lease_s, Some(MCLT));
+        // The subnet's proportions (1800 and 3150 of 3600) applied to 600 s.
+        assert_eq!(t1, 300u32.to_be_bytes());
+        assert_eq!(t2, 525u32.to_be_bytes());
+        let settings = server.settings();
+        let subnet = &settings.subnets.all()[0];
+        let lease = server.leases.get(subnet, ack.yiaddr).unwrap();
+        assert_eq!(lease.expires_s, NOW + u64::from(MCLT));
+        assert!(lease.potential_expiry_s > lease.expires_s);
+
+        // Once the partner acknowledged a PET, a renewal gets the whole lease.
+        server
+            .leases
+            .partner_acked(
+                &settings.subnets,
+                ack.yiaddr,
+                lease.potential_expiry_s,
+                &mut Volatile,
+            )
+            .unwrap();
+        let mut renew = req(MessageType::Request, 1);
+        renew.giaddr = Ipv4Addr::UNSPECIFIED;
+        renew.ciaddr = ack.yiaddr;
+        let renewed = reply(renew.decide(&server, NOW + 300));
+        assert_eq!(timers(&server, &renew, &renewed).0, Some(3600));
+    }
+
+    #[test]
+    fn in_partner_down_the_mclt_does_not_bound_leases() {
+        let server = failover_server(
+            "10.10.1.0-10.10.1.255",
+            Role::Primary,
+            128,
+            FailoverState::PartnerDown,
+        );
+        let ip = dora(&server, 1, NOW);
+        let lease = server
+            .leases
+            .get(&server.settings().subnets.all()[0], ip)
+            .unwrap();
+        assert_eq!(lease.expires_s, NOW + 3600);
+    }
+
+    #[test]
+    fn what_the_gate_drops_leaves_no_trace() {
+        // A server that does not answer must not remember anything (draft §10.1): no offer
+        // is held, no binding changes.
+        let pool = "10.10.1.0-10.10.1.255";
+        let server = failover_server(pool, Role::Secondary, 255, FailoverState::Startup);
+        let held = |server: &Server| {
+            server
+                .leases
+                .counts(&server.settings().subnets.all()[0], NOW)
+                .offered
+        };
+        assert_eq!(
+            req(MessageType::Discover, 1).decide(&server, NOW),
+            Decision::Drop(DropReason::FailoverUnresponsive)
+        );
+        assert_eq!(held(&server), 0);
+        // A hot standby in NORMAL leaves new clients to the primary.
+        let server = failover_server(pool, Role::Secondary, 255, FailoverState::Normal);
+        assert_eq!(
+            req(MessageType::Discover, 1).decide(&server, NOW),
+            Decision::Drop(DropReason::NotOurBucket)
+        );
+        assert_eq!(held(&server), 0);
+        // And serves everyone from its own share once the partner is out of touch.
+        let server = failover_server(
+            pool,
+            Role::Secondary,
+            255,
+            FailoverState::CommunicationsInterrupted,
+        );
+        let ip = dora(&server, 1, NOW);
+        assert_eq!(
+            PoolShare::new(Role::Secondary, 255, None).owner(ip),
+            Role::Secondary
+        );
     }
 }

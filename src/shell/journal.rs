@@ -2,8 +2,9 @@
 
 use std::time::{Duration, Instant};
 
+use super::failover::ReplicaFeed;
 use crate::leaselog::{BindingRef, LogError, LogWriter};
-use crate::proto::lease::{Change, Journal, StorageUnavailable};
+use crate::proto::lease::{to_failover_binding, Change, Journal, StorageUnavailable};
 
 /// How often a storage failure is logged again while it lasts.
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -12,6 +13,8 @@ const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// it once (and once more when storage recovers) instead of once per packet.
 pub struct LogJournal {
     writer: LogWriter,
+    /// Where durable changes go for the failover partner, when there is one.
+    feed: Option<ReplicaFeed>,
     /// Records appended so far: a change of this count tells a reply that promises a lease.
     appended: u64,
     failing_since: Option<Instant>,
@@ -19,9 +22,10 @@ pub struct LogJournal {
 }
 
 impl LogJournal {
-    pub fn new(writer: LogWriter) -> Self {
+    pub fn new(writer: LogWriter, feed: Option<ReplicaFeed>) -> Self {
         LogJournal {
             writer,
+            feed,
             appended: 0,
             failing_since: None,
             last_logged: None,
@@ -34,6 +38,28 @@ impl LogJournal {
 
     pub fn appended(&self) -> u64 {
         self.appended
+    }
+
+    /// A data sync covering everything appended so far has begun.
+    pub fn sync_started(&mut self) {
+        if let Some(feed) = &mut self.feed {
+            feed.sync_started();
+        }
+    }
+
+    /// The sync begun last has ended: its changes go to the failover partner.
+    pub fn sync_ended(&mut self) {
+        if let Some(feed) = &mut self.feed {
+            feed.sync_done();
+        }
+    }
+
+    /// Syncs everything appended so far, at once (the control thread, a stopping worker).
+    pub fn sync_now(&mut self) -> Result<(), LogError> {
+        self.sync_started();
+        let result = self.writer.sync();
+        self.sync_ended();
+        result
     }
 
     /// A data sync of the log failed.
@@ -75,6 +101,9 @@ impl Journal for LogJournal {
         match self.writer.append(&record_of(change)) {
             Ok(()) => {
                 self.appended += 1;
+                if let Some(feed) = &mut self.feed {
+                    feed.noted(to_failover_binding(change));
+                }
                 Ok(())
             }
             Err(e) => {
@@ -94,10 +123,9 @@ pub fn record_of<'a>(change: &Change<'a>) -> BindingRef<'a> {
         state: change.state,
         flags: 0,
         expires_s: change.expires_s,
-        // The failover fields: without a partner, what we told the client is all there is.
-        potential_expiry_s: change.expires_s,
-        partner_expiry_s: 0,
-        cltt_s: change.since_s,
+        potential_expiry_s: change.potential_expiry_s,
+        partner_expiry_s: change.partner_expiry_s,
+        cltt_s: change.cltt_s,
         state_since_s: change.since_s,
         client: change.client,
         hostname: &[],

@@ -2,6 +2,7 @@
 //! clock.
 
 pub mod clock;
+pub mod failover;
 pub mod ifaddr;
 pub mod journal;
 pub mod worker;
@@ -17,7 +18,7 @@ use ringlease_ring::{
 };
 
 use crate::config::{BackendSetting, Config};
-use crate::leaselog::{Binding, LeaseLog, LogOptions};
+use crate::leaselog::{Binding, LeaseLog, LogOptions, RelationshipRecord};
 use crate::metrics::{SharedMetrics, WorkerMetrics};
 use crate::proto::lease::Change;
 use crate::proto::server::{Policy, Server};
@@ -32,6 +33,7 @@ pub struct Running {
     log: Arc<LeaseLog>,
     stop: Arc<AtomicBool>,
     workers: Vec<thread::JoinHandle<()>>,
+    failover: Option<failover::Failover>,
 }
 
 /// How often expired offers and leases are swept back into the free lists, and the lease log
@@ -46,8 +48,32 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Running, String> 
         offer_hold_s: config.server.offer_hold_s,
         decline_hold_s: config.server.decline_hold_s,
     };
-    let server = Arc::new(Server::new(policy, config.subnets.clone()));
-    let log = Arc::new(replay_lease_log(config, &server)?);
+    let gate = config
+        .failover
+        .as_ref()
+        .map(|f| Arc::new(failover::gate_of(f)));
+    let server = Arc::new(Server::with_failover(
+        policy,
+        config.subnets.clone(),
+        config.failover.as_ref().map(failover::share_of),
+        gate.clone(),
+    ));
+    let (log, relationships) = replay_lease_log(config, &server)?;
+    let log = Arc::new(log);
+    let failover = match (&config.failover, gate) {
+        (Some(f), Some(gate)) => {
+            let persisted = failover::persisted_state(&relationships, &f.endpoint.name);
+            Some(failover::start(
+                f,
+                server.clone(),
+                &log,
+                persisted,
+                gate,
+                stop.clone(),
+            )?)
+        }
+        _ => None,
+    };
 
     let cores = &worker_cores(config)?;
     let groups = open_groups(&GroupConfig {
@@ -78,7 +104,7 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Running, String> 
             io,
             server: server.clone(),
             listen_ports: ports.clone(),
-            journal: LogJournal::new(writer),
+            journal: LogJournal::new(writer, failover.as_ref().map(|f| f.feed())),
             durability: config.server.durability,
             stop: stop.clone(),
             index,
@@ -104,6 +130,7 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Running, String> 
         log,
         stop,
         workers,
+        failover,
     })
 }
 
@@ -122,7 +149,10 @@ pub fn worker_cores(config: &Config) -> Result<Vec<Option<usize>>, String> {
 }
 
 /// Opens the lease log and puts every binding it holds back into the lease table.
-fn replay_lease_log(config: &Config, server: &Server) -> Result<LeaseLog, String> {
+fn replay_lease_log(
+    config: &Config,
+    server: &Server,
+) -> Result<(LeaseLog, Vec<RelationshipRecord>), String> {
     let dir = &config.server.lease_dir;
     let options = LogOptions {
         segment_bytes: config.server.log_segment_bytes,
@@ -138,6 +168,7 @@ fn replay_lease_log(config: &Config, server: &Server) -> Result<LeaseLog, String
             outside += 1;
         }
     }
+    server.leases.continue_after(replayed.report.max_seq);
     let report = &replayed.report;
     for (path, offset, bytes) in &report.torn_tails {
         tracing::warn!(
@@ -165,7 +196,7 @@ fn replay_lease_log(config: &Config, server: &Server) -> Result<LeaseLog, String
         ms = started.elapsed().as_millis() as u64,
         "lease log replayed"
     );
-    Ok(log)
+    Ok((log, replayed.relationships))
 }
 
 fn change_of(b: &Binding) -> Change<'_> {
@@ -176,6 +207,9 @@ fn change_of(b: &Binding) -> Change<'_> {
         expires_s: b.expires_s,
         since_s: b.state_since_s,
         client: &b.client,
+        potential_expiry_s: b.potential_expiry_s,
+        partner_expiry_s: b.partner_expiry_s,
+        cltt_s: b.cltt_s,
     }
 }
 
@@ -200,6 +234,11 @@ impl Running {
         &self.log
     }
 
+    /// The failover relationship's status and commands, if one is configured.
+    pub fn failover(&self) -> Option<failover::FailoverControl> {
+        self.failover.as_ref().map(|f| f.control.clone())
+    }
+
     /// The stop flag: setting it stops the server.
     pub fn stop_flag(&self) -> &Arc<AtomicBool> {
         &self.stop
@@ -212,6 +251,10 @@ impl Running {
             if handle.join().is_err() {
                 tracing::error!("a worker panicked");
             }
+        }
+        // After the workers: their last durable changes are in the channel by now.
+        if let Some(failover) = self.failover {
+            failover.join();
         }
         self.metrics.total()
     }

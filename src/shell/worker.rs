@@ -175,11 +175,13 @@ impl Worker {
                     (Ok(()), Some(done)) => {
                         self.journal.writer().synced_to(&done.point);
                         self.journal.succeeded();
+                        self.journal.sync_ended();
                         metrics.record_sync(done.started.elapsed());
                         waiting.send(&mut *self.io, &mut metrics, &mut errors);
                     }
                     (Err(e), _) => {
                         self.journal.sync_failed(e);
+                        self.journal.sync_ended();
                         waiting.discard(&mut metrics);
                     }
                     // Only this loop starts sync groups, and it keeps a point for each.
@@ -203,6 +205,7 @@ impl Worker {
                     let point = self.journal.writer().sync_point();
                     match self.io.start_sync(&fds) {
                         Ok(()) => {
+                            self.journal.sync_started();
                             last_sync = Instant::now();
                             in_flight = Some(InFlight {
                                 point,
@@ -242,8 +245,12 @@ impl Worker {
             let deadline = Instant::now() + STOP_SYNC_WAIT;
             loop {
                 match self.io.sync_state() {
-                    Some(SyncState::Done(Ok(()))) => break,
+                    Some(SyncState::Done(Ok(()))) => {
+                        self.journal.sync_ended();
+                        break;
+                    }
                     Some(SyncState::Done(Err(e))) => {
+                        self.journal.sync_ended();
                         self.journal.sync_failed(e);
                         waiting.discard(metrics);
                         break;
@@ -256,7 +263,7 @@ impl Worker {
                 }
             }
         }
-        match self.journal.writer().sync() {
+        match self.journal.sync_now() {
             Ok(()) => {
                 waiting.send(&mut *self.io, metrics, errors);
                 next.send(&mut *self.io, metrics, errors);

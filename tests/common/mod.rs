@@ -21,6 +21,7 @@
 //! * `RINGLEASE_TEST_KEEP=1` keeps the temp dirs (configs, logs, leases).
 #![allow(dead_code)]
 
+pub mod failover;
 pub mod relay;
 
 use std::ffi::OsStr;

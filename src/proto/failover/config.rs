@@ -1,5 +1,8 @@
 //! Relationship configuration and the persisted endpoint state.
 
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
 use super::state::FailoverState;
 
 /// Our role in the relationship.
@@ -22,6 +25,7 @@ pub enum Role {
 /// | DISCONNECT received | close | close | dropped ([MS-DHCPF] §3.1.5.8) |
 /// | binding-status values | draft §12.3 | draft §12.3 | MS bit field ([MS-DHCPF] §3.1.4.2) |
 /// | updates processed per received BNDUPD | all | all | first 16 ([MS-DHCPF] §3.1.5.2) |
+/// | message digest with a [`SharedSecret`] | HMAC-SHA256, type 2 | none: a secret is a [`ConfigError`] | HMAC-SHA256, type 2 ([MS-DHCPF] §2.2) |
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Dialect {
     Ringlease,
@@ -69,12 +73,19 @@ pub struct Config {
     /// `None` = no automatic PARTNER-DOWN.
     pub safe_period_s: Option<u32>,
     pub connect_retry_s: u32,
+    /// The synchronization timer ([MS-DHCPF] §3.1.2.6, interval implementation-dependent):
+    /// how long an answer to our UPDREQ/UPDREQALL may pause between BNDUPDs.
+    pub sync_s: u32,
     /// Largest |message time − arrival time| accepted ([MS-DHCPF] §3.1.5; ISC 60 s).
     pub max_clock_skew_s: u32,
     /// hash-bucket-assignment sent in CONNECT (all zero = no load balancing).
     pub hba: [u8; 32],
     /// vendor-class-identifier (option 28).
     pub vendor_class: String,
+    /// Shared secret: when set, every message we send carries the message digest and every
+    /// message received must carry a valid one ([MS-DHCPF] §3.1.5; endpoint module docs).
+    /// Both partners need the same secret; not allowed with [`Dialect::Isc`].
+    pub secret: Option<SharedSecret>,
 }
 
 impl Config {
@@ -93,9 +104,11 @@ impl Config {
             startup_s: 300,
             safe_period_s: None,
             connect_retry_s: 60,
+            sync_s: 300,
             max_clock_skew_s: 60,
             hba: [0; 32],
             vendor_class: concat!("ringlease-", env!("CARGO_PKG_VERSION")).to_string(),
+            secret: None,
         }
     }
 
@@ -113,11 +126,20 @@ impl Config {
         if self.tsend_s == 0 || self.treceive_s == 0 || self.tsend_s >= self.treceive_s {
             return Err(ConfigError::Timers);
         }
-        if self.startup_s == 0 || self.connect_retry_s == 0 {
+        if self.startup_s == 0 || self.connect_retry_s == 0 || self.sync_s == 0 {
             return Err(ConfigError::Timers);
         }
         if self.role == Role::Primary && self.mclt_s == 0 {
             return Err(ConfigError::Mclt);
+        }
+        if let Some(secret) = &self.secret {
+            if secret.is_empty() {
+                return Err(ConfigError::EmptySecret);
+            }
+            if self.dialect == Dialect::Isc {
+                // ISC sends no digest, so every message from it would be dropped (spec §13).
+                return Err(ConfigError::SecretWithIsc);
+            }
         }
         Ok(())
     }
@@ -152,6 +174,10 @@ pub enum ConfigError {
     MaxBatch,
     Timers,
     Mclt,
+    /// [`Config::secret`] is set but empty.
+    EmptySecret,
+    /// [`Config::secret`] with [`Dialect::Isc`]: ISC dhcpd 4.4 implements no message digest.
+    SecretWithIsc,
     /// A persisted state part 1 cannot resume from (PAUSED, SHUTDOWN, POTENTIAL-CONFLICT, …).
     UnsupportedPersistedState(FailoverState),
 }
@@ -166,6 +192,11 @@ impl std::fmt::Display for ConfigError {
                 f.write_str("timers must be non-zero and tSend shorter than tReceive")
             }
             ConfigError::Mclt => f.write_str("the primary needs a non-zero MCLT"),
+            ConfigError::EmptySecret => f.write_str("the failover shared secret is empty"),
+            ConfigError::SecretWithIsc => f.write_str(
+                "a shared secret cannot be used with the isc dialect: ISC dhcpd 4.4 implements \
+                 no message digest, so it would never authenticate",
+            ),
             ConfigError::UnsupportedPersistedState(s) => {
                 write!(f, "cannot resume from persisted state {}", s.name())
             }
@@ -174,6 +205,48 @@ impl std::fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// The failover shared secret: the HMAC key of the message digest ([MS-DHCPF] §2.2, §5.1). Its
+/// `Debug` prints `<redacted>`, so a logged [`Config`] never shows it; only the digest code reads
+/// the bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SharedSecret(Box<[u8]>);
+
+impl SharedSecret {
+    pub fn new(key: impl Into<Vec<u8>>) -> SharedSecret {
+        SharedSecret(key.into().into_boxed_slice())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// HMAC-SHA256 keyed with the secret over `head`, then `zeroed_len` zero bytes, then
+    /// `tail`: a message with its digest bytes zeroed (draft §11.1). The one place the digest
+    /// is computed; the endpoint's signing and verifying both start here.
+    pub(crate) fn mac(&self, head: &[u8], zeroed_len: usize, tail: &[u8]) -> Hmac<Sha256> {
+        const ZEROS: [u8; 64] = [0; 64];
+        // HMAC takes keys of any length (longer ones are hashed first), so this cannot fail.
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
+            .expect("HMAC accepts keys of any length");
+        mac.update(head);
+        // Chunked: a received digest may claim any length, and this must not panic on it.
+        let mut left = zeroed_len;
+        while left > 0 {
+            let n = left.min(ZEROS.len());
+            mac.update(&ZEROS[..n]);
+            left -= n;
+        }
+        mac.update(tail);
+        mac
+    }
+}
+
+impl std::fmt::Debug for SharedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
 
 /// What the caller keeps in stable storage for a restart ([MS-DHCPF] §3.1.3 `prevState`,
 /// draft §9.2/§9.3): the state and when it was entered, and the MCLT a secondary adopted.

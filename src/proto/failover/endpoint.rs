@@ -1,23 +1,97 @@
 //! One failover relationship's endpoint: connection handshake, liveness, the state machine and
 //! binding replication. Sans-IO; see the module docs of [`super`] for the call contract.
+//!
+//! # Message authentication (draft §11.1, §12.17; [MS-DHCPF] §2.2, §3.1.5, §5.1)
+//!
+//! With a [`SharedSecret`] in [`Config::secret`], every message we send carries the
+//! message-digest option (17) as its **first** option: type 2, 32 bytes of HMAC-SHA256 keyed
+//! with the secret over the **whole message** — all `len` bytes, header included, the option's
+//! code, length and type byte as sent, **only the 32 digest bytes zeroed** (what
+//! [`FailoverMessage::digest_input`] exposes). [MS-DHCPF] names only the algorithm ("HMAC with
+//! SHA-256 of the text"); the byte range and the zeroing are draft-12's and the type byte is
+//! what Wireshark shows Windows sending, so interoperability with Windows is **unverified**
+//! (spec note §13, §16.1). A received digest is accepted in any position (the draft's §6.3
+//! diagram shows it trailing).
+//!
+//! [`Endpoint::receive_frame`] checks the digest ([`verify_digest`]) right after parsing,
+//! before anything else in the message is acted on — not even tReceive is re-armed:
+//!
+//! | secret | received | result |
+//! |---|---|---|
+//! | yes | valid type-2 digest | processed |
+//! | yes | none | drop, close, reason 21 (missing digest) |
+//! | yes | wrong digest, or a type other than 2 | drop, close, reason 20 (failed to compare) |
+//! | no | any digest | drop, close, reason 13 (not configured) |
+//! | no | none | processed |
+//!
+//! On a failure the message is dropped unread ([MS-DHCPF] §3.1.5: "dropped, and the TCP
+//! connection ... closed") and the reason goes out before the close the way the draft sends
+//! reasons: a CONNECT we would answer gets a CONNECTACK with the reject-reason (draft §7.8.2
+//! step 4), anything else a DISCONNECT (draft §7.12: the last message on an explicit close).
+//! The shell sees [`CloseReason::Digest`]; [`Stats::digest_failures`] counts them.
+//! ISC dhcpd 4.4 implements no digest, so a secret with [`Dialect::Isc`] is a
+//! [`ConfigError::SecretWithIsc`].
+//!
+//! ## Replay defence (draft §11.1; spec note §6, §13)
+//!
+//! A digest proves who wrote a message, not when. With a secret, three checks follow the
+//! digest check (none runs without one: an unsigned message can be forged outright):
+//!
+//! - **CONNECT time** (draft: "MUST be rejected"). The secondary keeps the `time` of the last
+//!   CONNECT it accepted and answers any CONNECT whose `time` is not later with CONNECTACK
+//!   reject-reason 4 ([`CloseReason::ReplayedConnect`]). Only *accepted* CONNECTs are
+//!   remembered (the draft says "received"): a CONNECT refused for skew could otherwise park the
+//!   mark in the future and lock the partner out. In memory only, so a restart forgets it; the
+//!   skew check (`max_clock_skew_s`) still bounds what can be replayed then to CONNECTs
+//!   recorded within the last `max_clock_skew_s` seconds. A partner reconnecting within the
+//!   same second is refused once and retries after its connect-retry time.
+//! - **xid order** (draft: "MUST be greater than that of the previous message received on
+//!   that failover endpoint"). Per connection, every message whose xid the sender chose (all
+//!   but CONNECTACK, BNDACK, UPDDONE and POOLRESP, which copy one of ours) must carry an xid
+//!   after the previous such one (serial-number order, so a wrapping counter is fine); else
+//!   DISCONNECT 254 and close ([`CloseReason::ReplayedXid`]). Per connection, not per
+//!   endpoint, because xids "are only meaningful within one TCP connection" (draft §6.1) and a
+//!   restarted partner starts its counter again.
+//! - **Responses** must answer what we asked on this connection: CONNECTACK and BNDACK were
+//!   already matched by xid; with a secret UPDDONE is too (else ignored as unsolicited). And
+//!   with a secret our xid counter is not restarted per connection, so each CONNECT has a new
+//!   xid and a CONNECTACK recorded on an earlier connection does not answer it (the draft asks
+//!   no CONNECTACK time check of the primary). Within a process; after a restart the counter
+//!   starts at 0 again, and the skew check bounds that window as above.
+//!
+//! [`Stats::replays_rejected`] counts what these checks refused.
 
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
+use std::ops::Range;
+
+use hmac::Mac;
+use sha2::digest::{typenum::Unsigned, OutputSizeUser};
+use sha2::Sha256;
 
 use super::binding::{
     accept_update, ms_status, Binding, HwAddr, LocalBindings, Lookup, Queued, UpdateQueue,
 };
-use super::config::{encode_text, Config, ConfigError, Dialect, MclCheck, Persisted, Role};
+use super::config::{
+    encode_text, Config, ConfigError, Dialect, MclCheck, Persisted, Role, SharedSecret,
+};
 use super::state::{on_partner_state, Decision, FailoverState};
 use super::timer::{Timer, TimerTable};
-use crate::proto::wire::failover::options::SERVER_FLAG_STARTUP;
+use crate::proto::wire::failover::options::{
+    DIGEST_HMAC_SHA256, DIGEST_HMAC_SHA256_LEN, SERVER_FLAG_STARTUP,
+};
 use crate::proto::wire::failover::{
-    code, BindingStatus, FailoverMessage, FrameError, Message, MessageType, Options, RejectReason,
-    MAX_MESSAGE_LEN, MS_PAYLOAD_OFFSET, OPTION_HEADER_LEN,
+    code, BindingStatus, BuildError, FailoverMessage, FailoverWriter, FrameError, Message,
+    MessageType, Options, RejectReason, MAX_ENCODABLE_LEN, MAX_MESSAGE_LEN, MS_PAYLOAD_OFFSET,
+    OPTION_HEADER_LEN,
 };
 
 /// protocol-version we speak (draft §12.20).
 pub const PROTOCOL_VERSION: u8 = 1;
+
+/// The message-digest option we add with a secret: header, type byte, HMAC-SHA256.
+const DIGEST_OPTION_LEN: usize = OPTION_HEADER_LEN + 1 + DIGEST_HMAC_SHA256_LEN;
+const _: () = assert!(DIGEST_HMAC_SHA256_LEN == <Sha256 as OutputSizeUser>::OutputSize::USIZE);
 
 /// Why the endpoint changed state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,10 +147,28 @@ pub enum CloseReason {
     },
     /// tReceive expired (DISCONNECT 17 sent).
     NoTraffic,
+    /// Our UPDREQ/UPDREQALL saw no BNDUPD or UPDDONE for the synchronization interval.
+    SyncTimeout,
     Protocol(ProtocolError),
     /// The draft wants a transition part 1 does not implement.
     Unsupported {
         to: FailoverState,
+    },
+    /// A received message failed the message-digest check (module docs): 13 digest not
+    /// configured, 20 wrong digest or digest type, 21 digest missing. The message was dropped
+    /// unread; a CONNECTACK or DISCONNECT with this reason was sent.
+    Digest(RejectReason),
+    /// With a secret: a CONNECT whose `time_s` is not after `last_s`, the last accepted one's
+    /// (draft §11.1 replay defence; CONNECTACK reject-reason 4 sent).
+    ReplayedConnect {
+        time_s: u32,
+        last_s: u32,
+    },
+    /// With a secret: a message whose own xid is not after `last`, the previous one on this
+    /// connection (draft §11.1; DISCONNECT reject-reason 254 sent, message dropped unread).
+    ReplayedXid {
+        xid: u32,
+        last: u32,
     },
 }
 
@@ -164,6 +256,11 @@ pub struct Stats {
     pub bndupd_received: u64,
     pub updates_rejected: u64,
     pub contacts_sent: u64,
+    /// Messages dropped by the message-digest check (each also closed the connection).
+    pub digest_failures: u64,
+    /// Authenticated messages refused as replays (CONNECT time, xid order; each also closed
+    /// the connection). See the module docs.
+    pub replays_rejected: u64,
 }
 
 /// One endpoint of a failover relationship. See the [module docs](super).
@@ -178,7 +275,15 @@ pub struct Endpoint {
     mclt_s: u32,
     timers: TimerTable,
     link: Link,
+    /// Our next xid. Restarts at 0 on each connection (ISC does) unless a secret is configured:
+    /// then it runs on, so no two connections of this process share a CONNECT xid.
     next_xid: u32,
+    /// With a secret, secondary: the `time` of the last CONNECT we accepted (draft §11.1). In
+    /// memory only: a restart forgets it (replays stay bounded by `max_clock_skew_s`).
+    last_connect_time_s: Option<u32>,
+    /// With a secret: the xid of the last partner-chosen message on this connection (`None`
+    /// until the first; reset by [`Endpoint::connected`]).
+    last_partner_xid: Option<u32>,
     partner: Option<PartnerState>,
     /// How many BNDUPDs we may have outstanding (the partner's max-unacked-bndupd).
     partner_max_unacked: u32,
@@ -247,6 +352,8 @@ impl Endpoint {
             timers,
             link: Link::Down,
             next_xid: 0,
+            last_connect_time_s: None,
+            last_partner_xid: None,
             partner: None,
             partner_max_unacked,
             partner_receive_s: None,
@@ -297,6 +404,13 @@ impl Endpoint {
         self.timers.get(t)
     }
 
+    /// A relationship that has not yet been in NORMAL with its partner ([MS-DHCPF] §3.1.3).
+    /// Its states are not worth persisting: after a restart it must start as new again (go to
+    /// RECOVER on first contact), not resume a state it entered alone.
+    pub fn is_new(&self) -> bool {
+        self.previous.is_none()
+    }
+
     /// What to store for a restart; `None` while a new relationship is still in STARTUP.
     pub fn persisted(&self) -> Option<Persisted> {
         if self.state == FailoverState::Startup {
@@ -337,7 +451,10 @@ impl Endpoint {
             return Err(AlreadyConnected);
         }
         self.timers.stop(Timer::ConnectRetry);
-        self.next_xid = 0;
+        if self.cfg.secret.is_none() {
+            self.next_xid = 0;
+        }
+        self.last_partner_xid = None;
         self.arm_receive(now_ms);
         match self.cfg.role {
             Role::Primary => {
@@ -452,6 +569,16 @@ impl Endpoint {
                         );
                     }
                 }
+                Timer::Sync => {
+                    if self.link != Link::Down && self.our_request.is_some() {
+                        self.send_disconnect(
+                            now_ms,
+                            RejectReason::NoTraffic,
+                            "no progress on our update request",
+                        );
+                        self.close(now_ms, CloseReason::SyncTimeout);
+                    }
+                }
                 Timer::RecoverWait => {
                     if self.state == FailoverState::RecoverWait {
                         self.enter(
@@ -477,6 +604,18 @@ impl Endpoint {
             Ok(m) => m,
             Err(e) => return self.frame_error(now_ms, e),
         };
+        // Before anything else is believed, liveness included ([MS-DHCPF] §3.1.5).
+        if let Err(reason) = verify_digest(self.cfg.secret.as_ref(), &msg) {
+            return self.digest_failed(now_ms, &msg, reason);
+        }
+        // Authentic, but maybe a copy of an earlier message (draft §11.1): still unread.
+        if let Err(last) = self.check_xid_order(&msg) {
+            let xid = msg.xid();
+            self.stats.replays_rejected += 1;
+            // No reject-reason names a replay; 254 says so ("does not match any reason").
+            self.send_disconnect(now_ms, RejectReason::NoMatchingReason, "replayed xid");
+            return self.close(now_ms, CloseReason::ReplayedXid { xid, last });
+        }
         self.arm_receive(now_ms);
         let mt = msg.message_type();
         if let MessageType::Unknown(_) = mt {
@@ -513,6 +652,15 @@ impl Endpoint {
             (Link::AwaitState | Link::Up, MessageType::Contact) => {}
             (Link::Up, MessageType::BndUpd) => self.on_bndupd(now_ms, &msg, local),
             (Link::Up, MessageType::BndAck) => self.on_bndack(now_ms, &msg),
+            // [MS-DHCPF] §3.1.5.4: an UPDREQ with a scope-ID list asks for every lease of
+            // those scopes; we send every binding (a superset: the relationship's pools).
+            (Link::Up, MessageType::UpdReq)
+                if msg.options().get(code::MS_SCOPE_ID_LIST).is_some() =>
+            {
+                self.pending_done = None;
+                self.pending_all = Some(msg.xid());
+                self.out.push_back(Output::AllBindingsRequested);
+            }
             (Link::Up, MessageType::UpdReq) => {
                 self.pending_all = None;
                 self.pending_done = Some((msg.xid(), self.queue.last_seq()));
@@ -523,7 +671,7 @@ impl Endpoint {
                 self.pending_all = Some(msg.xid());
                 self.out.push_back(Output::AllBindingsRequested);
             }
-            (Link::Up, MessageType::UpdDone) => self.on_upddone(now_ms),
+            (Link::Up, MessageType::UpdDone) => self.on_upddone(now_ms, msg.xid()),
             // Pool balancing is part 2; POOLREQ/POOLRESP are ignored (MS drops them too).
             (Link::Up, MessageType::PoolReq | MessageType::PoolResp) => {}
             (_, other) => self.protocol_error(now_ms, ProtocolError::Unexpected(other)),
@@ -535,6 +683,49 @@ impl Endpoint {
         if self.link != Link::Down {
             self.protocol_error(now_ms, ProtocolError::Frame(e));
         }
+    }
+
+    /// With a secret, the draft §11.1 xid rule for the messages whose xid the partner chose:
+    /// `Err(previous xid)` when this one is not after it on this connection. Responses copy
+    /// one of our xids and are matched to our requests instead. "After" is serial-number
+    /// order ([`xid_after`]) so a wrapping counter stays in order.
+    fn check_xid_order(&mut self, m: &FailoverMessage<'_>) -> Result<(), u32> {
+        if self.cfg.secret.is_none() {
+            return Ok(());
+        }
+        if matches!(
+            m.message_type(),
+            MessageType::ConnectAck
+                | MessageType::BndAck
+                | MessageType::UpdDone
+                | MessageType::PoolResp
+        ) {
+            return Ok(());
+        }
+        let xid = m.xid();
+        match self.last_partner_xid {
+            Some(last) if !xid_after(xid, last) => Err(last),
+            _ => {
+                self.last_partner_xid = Some(xid);
+                Ok(())
+            }
+        }
+    }
+
+    /// Drops a message that failed [`verify_digest`] and closes. Its type and xid are read only
+    /// to address the answer the draft wants (see the module docs); nothing else of it is used.
+    fn digest_failed(&mut self, now_ms: u64, msg: &FailoverMessage<'_>, reason: RejectReason) {
+        self.stats.digest_failures += 1;
+        let answers_connect =
+            matches!(self.link, Link::AwaitConnect | Link::AwaitConnectAck { .. });
+        if answers_connect && msg.message_type() == MessageType::Connect {
+            // Draft §7.8.2 step 4 (spec note §5.2): a CONNECT is answered by CONNECTACK.
+            self.send_connect_reject(now_ms, msg.xid(), reason);
+        } else {
+            // Draft §11.1 rejects with 13/20/21; DISCONNECT carries a connection-level reason.
+            self.send_disconnect(now_ms, reason, reason.name());
+        }
+        self.close(now_ms, CloseReason::Digest(reason));
     }
 
     // --- handshake ----------------------------------------------------------------------
@@ -583,9 +774,8 @@ impl Endpoint {
         if !ms && m.tls_request() == Some(2) {
             return Err(RejectReason::TlsNotSupported);
         }
-        if m.message_digest().is_some() {
-            return Err(RejectReason::DigestNotSupported);
-        }
+        // Step 4, the message digest, was checked before this message was read at all
+        // (`verify_digest` in `receive_frame`).
         if !self.name_matches(m.relationship_name()) {
             return Err(RejectReason::InvalidPartner);
         }
@@ -610,20 +800,42 @@ impl Endpoint {
         }
     }
 
+    /// CONNECTACK rejecting the CONNECT `xid` (draft §7.8.2); the caller closes.
+    fn send_connect_reject(&mut self, now_ms: u64, xid: u32, reason: RejectReason) {
+        let ack = self
+            .message(MessageType::ConnectAck, now_ms, xid)
+            .with(code::RELATIONSHIP_NAME, self.cfg.name_bytes())
+            .with(code::PROTOCOL_VERSION, [PROTOCOL_VERSION])
+            .with(code::REJECT_REASON, [reason.to_u8()])
+            .with(code::MESSAGE, reason.name().as_bytes());
+        self.send(now_ms, ack);
+    }
+
     fn on_connect(&mut self, now_ms: u64, m: &FailoverMessage<'_>) {
         let xid = m.xid();
         let d = self.cfg.dialect;
+        if let Err(reason) = self.validate_connect(now_ms, m) {
+            self.send_connect_reject(now_ms, xid, reason);
+            return self.close(now_ms, CloseReason::RejectedConnect(reason));
+        }
+        if self.cfg.secret.is_some() {
+            // Draft §11.1: a CONNECT not sent after the last one we accepted is a replay. The
+            // draft lists no replay reason; 4 ("time mismatch too great") is the one about the
+            // `time` field we reject on, and its remedy — retry later, with a later time — is
+            // what a genuine partner that hit this (same second, clock stepped back) needs.
+            // Checked last: any other fault is reported as itself.
+            let time_s = m.time();
+            if let Some(last_s) = self.last_connect_time_s.filter(|&last| time_s <= last) {
+                self.stats.replays_rejected += 1;
+                self.send_connect_reject(now_ms, xid, RejectReason::TimeMismatch);
+                return self.close(now_ms, CloseReason::ReplayedConnect { time_s, last_s });
+            }
+            // Accepted ones only (module docs); memory only, a restart forgets it.
+            self.last_connect_time_s = Some(time_s);
+        }
         let mut ack = self
             .message(MessageType::ConnectAck, now_ms, xid)
             .with(code::RELATIONSHIP_NAME, self.cfg.name_bytes());
-        if let Err(reason) = self.validate_connect(now_ms, m) {
-            ack = ack
-                .with(code::PROTOCOL_VERSION, [PROTOCOL_VERSION])
-                .with(code::REJECT_REASON, [reason.to_u8()])
-                .with(code::MESSAGE, reason.name().as_bytes());
-            self.send(now_ms, ack);
-            return self.close(now_ms, CloseReason::RejectedConnect(reason));
-        }
         if d != Dialect::Microsoft {
             // Draft §7.8.2: adopt the primary's parameters. MS: own configuration only.
             self.partner_max_unacked = m.max_unacked_bndupd().unwrap_or(1).max(1);
@@ -893,14 +1105,23 @@ impl Endpoint {
     fn send_update_request(&mut self, now_ms: u64, t: MessageType) {
         let xid = self.xid();
         self.our_request = Some(xid);
+        self.arm_sync(now_ms);
         let m = self.message(t, now_ms, xid);
         self.send(now_ms, m);
     }
 
-    fn on_upddone(&mut self, now_ms: u64) {
-        if self.our_request.take().is_none() {
+    fn on_upddone(&mut self, now_ms: u64, xid: u32) {
+        // UPDDONE copies our request's xid (draft §6.1). With a secret a mismatch is taken as
+        // a replayed earlier UPDDONE; without one we stay lenient, as before.
+        let answers = match self.our_request {
+            None => false,
+            Some(ours) => ours == xid || self.cfg.secret.is_none(),
+        };
+        if !answers {
             return; // unsolicited: harmless
         }
+        self.our_request = None;
+        self.timers.stop(Timer::Sync);
         self.out.push_back(Output::UpdatesDone);
         if self.state == FailoverState::Recover {
             // ISC rule (spec note §10.4): wait until RECOVER entry + MCLT unless the partner is
@@ -940,6 +1161,7 @@ impl Endpoint {
         self.link = Link::Down;
         self.timers.stop(Timer::Contact);
         self.timers.stop(Timer::Receive);
+        self.timers.stop(Timer::Sync);
         // Draft §8.6: un-ACKed updates are re-sent on the next connection (new xids).
         let mut back = Vec::new();
         for f in self.in_flight.drain(..) {
@@ -992,7 +1214,7 @@ impl Endpoint {
             let xid = self.xid();
             let mut m = self.message(MessageType::BndUpd, now_ms, xid);
             let mut updates = Vec::new();
-            let mut len = m.encoded_len();
+            let mut len = m.encoded_len() + digest_overhead(self.cfg.secret.as_ref());
             while updates.len() < self.cfg.batch() {
                 let Some(q) = self.queue.pop() else { break };
                 let opts = self.encode_update(&q.binding);
@@ -1147,8 +1369,16 @@ impl Endpoint {
         })
     }
 
+    fn arm_sync(&mut self, now_ms: u64) {
+        self.timers
+            .set(Timer::Sync, now_ms + u64::from(self.cfg.sync_s) * 1000);
+    }
+
     fn on_bndupd(&mut self, now_ms: u64, m: &FailoverMessage<'_>, local: &impl LocalBindings) {
         self.stats.bndupd_received += 1;
+        if self.our_request.is_some() {
+            self.arm_sync(now_ms);
+        }
         let limit = match self.cfg.dialect {
             Dialect::Microsoft => super::MAX_UPDATES_PER_BNDUPD, // [MS-DHCPF] §3.1.5.2
             _ => usize::MAX,
@@ -1202,12 +1432,11 @@ impl Endpoint {
     }
 
     fn send(&mut self, now_ms: u64, m: Message) {
-        let mut buf = Vec::with_capacity(m.encoded_len());
         // Our messages are bounded (≤ 16 updates, ≤ 2048 bytes, checked in `pump`); a BNDACK
         // lists at most as many transactions as the (≤ 64 KiB) BNDUPD it answers.
-        if m.encode(&mut buf).is_err() {
+        let Ok(buf) = encode(&m, self.cfg.secret.as_ref()) else {
             return self.protocol_error(now_ms, ProtocolError::Oversized);
-        }
+        };
         self.out.push_back(Output::Send(buf));
         if matches!(self.link, Link::AwaitState | Link::Up) {
             self.timers.set(Timer::Contact, now_ms + self.tsend_ms());
@@ -1219,5 +1448,80 @@ impl Endpoint {
             Timer::Receive,
             now_ms + u64::from(self.cfg.treceive_s) * 1000,
         );
+    }
+}
+
+/// `xid` comes after `last` in serial-number order (RFC 1982 style): less than half the 32-bit
+/// space ahead, so xids stay ordered across the wrap from `u32::MAX` to 0.
+fn xid_after(xid: u32, last: u32) -> bool {
+    (1..1 << 31).contains(&xid.wrapping_sub(last))
+}
+
+/// Encodes `m`. With a secret the message-digest option goes first (draft §11.1, §12.17) and is
+/// signed: the one place a digest is produced.
+fn encode(m: &Message, secret: Option<&SharedSecret>) -> Result<Vec<u8>, BuildError> {
+    let len = m.encoded_len() + digest_overhead(secret);
+    let mut buf = vec![0; len.min(MAX_ENCODABLE_LEN)];
+    let mut w = FailoverWriter::with_header(
+        &mut buf,
+        m.message_type,
+        m.time,
+        m.xid,
+        m.payload_offset,
+        &m.additional_header,
+    )?;
+    let digest = match secret {
+        Some(_) => Some(w.push_digest_placeholder(DIGEST_HMAC_SHA256, DIGEST_HMAC_SHA256_LEN)?),
+        None => None,
+    };
+    for (c, v) in &m.options {
+        w.push(*c, v)?;
+    }
+    let len = w.finish();
+    buf.truncate(len);
+    if let (Some(secret), Some(at)) = (secret, digest) {
+        sign(secret, &mut buf, at.digest);
+    }
+    Ok(buf)
+}
+
+/// Bytes the message digest adds to every message we send.
+fn digest_overhead(secret: Option<&SharedSecret>) -> usize {
+    secret.map_or(0, |_| DIGEST_OPTION_LEN)
+}
+
+/// Writes the HMAC of `message` (its `digest` bytes still zero) into those bytes.
+fn sign(secret: &SharedSecret, message: &mut [u8], digest: Range<usize>) {
+    debug_assert!(message[digest.clone()].iter().all(|&b| b == 0));
+    let tag = secret
+        .mac(
+            &message[..digest.start],
+            digest.len(),
+            &message[digest.end..],
+        )
+        .finalize()
+        .into_bytes();
+    message[digest].copy_from_slice(&tag);
+}
+
+/// Checks a received message's digest against our configuration (table in the module docs):
+/// the one place a digest is verified. `Err` carries the reject-reason: 13 (we have no secret
+/// but a digest came), 20 (wrong digest, or a type other than HMAC-SHA256), 21 (missing). The
+/// compare is constant-time (`verify_slice`).
+pub fn verify_digest(
+    secret: Option<&SharedSecret>,
+    msg: &FailoverMessage<'_>,
+) -> Result<(), RejectReason> {
+    match (secret, msg.digest_input()) {
+        (None, None) => Ok(()),
+        (None, Some(_)) => Err(RejectReason::DigestNotConfigured),
+        (Some(_), None) => Err(RejectReason::MissingDigest),
+        (Some(_), Some(input)) if input.kind != DIGEST_HMAC_SHA256 => {
+            Err(RejectReason::DigestFailed)
+        }
+        (Some(secret), Some(input)) => secret
+            .mac(input.head, input.zeroed_len, input.tail)
+            .verify_slice(input.received)
+            .map_err(|_| RejectReason::DigestFailed),
     }
 }

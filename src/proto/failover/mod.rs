@@ -1,7 +1,8 @@
 //! DHCP failover endpoint core (draft-ietf-dhc-failover-12 as ISC dhcpd speaks it, plus
 //! [MS-DHCPF]), part 1: connection handshake, liveness, the STARTUP / NORMAL /
 //! COMMUNICATIONS-INTERRUPTED state machine (plus PARTNER-DOWN entry and the RECOVER path a new
-//! relationship needs), and binding replication with BNDUPD/BNDACK and UPDREQ/UPDREQALL/UPDDONE.
+//! relationship needs), binding replication with BNDUPD/BNDACK and UPDREQ/UPDREQALL/UPDDONE,
+//! and message authentication with a shared secret (HMAC-SHA256 digest, replay checks).
 //!
 //! # Sans-IO contract
 //!
@@ -22,6 +23,25 @@
 //!    each deframed message with [`Endpoint::receive_frame`] (deframing errors with
 //!    [`Endpoint::frame_error`]), and each durable local lease change with
 //!    [`Endpoint::binding_changed`].
+//!
+//! # Message authentication
+//!
+//! Optional: set [`Config::secret`] (a [`SharedSecret`]) on both sides. All of it lives in
+//! `endpoint.rs`, whose module docs have the byte layout and the full tables: every message we
+//! send is signed in one place (the encoder: message-digest option 17 first, type 2,
+//! HMAC-SHA256 over the whole message with the digest bytes zeroed), and every received one is
+//! checked by [`verify_digest`] in [`Endpoint::receive_frame`] before anything in it is used.
+//! On failure the message is dropped unread and the connection closed, after a CONNECTACK (if it
+//! was a CONNECT to answer) or DISCONNECT carrying the reason: 21 digest missing, 20 wrong digest
+//! or type, 13 digest received but no secret configured ([`CloseReason::Digest`],
+//! [`Stats::digest_failures`]). Authentic but replayed messages (draft §11.1) are refused the
+//! same way: a CONNECT no later than the last one the secondary accepted gets CONNECTACK 4
+//! ([`CloseReason::ReplayedConnect`]); a message whose own xid is not after the previous one on
+//! the connection gets DISCONNECT 254 ([`CloseReason::ReplayedXid`]); both count in
+//! [`Stats::replays_rejected`]. That memory is in-process only; the clock-skew limit bounds
+//! what a restart lets through. ISC dhcpd has no digest at all (it ignores the option and never
+//! sends one), so a secret with [`Dialect::Isc`] is refused ([`ConfigError::SecretWithIsc`]).
+//! Interoperability of the digest with Windows is unverified (spec note §13, §16.1).
 //!
 //! # Transitions
 //!
@@ -58,10 +78,14 @@
 //!   any stable skew. We enforce `max_clock_skew_s` on every message.
 //! - CONNECT: seed: the primary sends it on every new connection; draft: only on connections
 //!   the primary initiated. We send it on every connection (ISC does too).
+//! - Message digest: seed: HMAC-SHA256 (type 2, as Wireshark shows Windows sending); draft:
+//!   HMAC-MD5 (type 1). We send and accept only type 2, in every dialect.
 
 mod binding;
 mod config;
 mod endpoint;
+pub mod loadbalance;
+mod service;
 mod state;
 mod timer;
 
@@ -72,10 +96,13 @@ pub use binding::{
     accept_update, check_complete, max_lease_end, potential_expiration, Binding, BindingChange,
     HwAddr, LocalBindings, Lookup, NoLocalBindings,
 };
-pub use config::{Config, ConfigError, Dialect, MclCheck, Persisted, Role, MAX_UPDATES_PER_BNDUPD};
-pub use endpoint::{
-    AlreadyConnected, ChangeReason, CloseReason, Endpoint, Link, Output, PartnerState,
-    ProtocolError, Stats, Unsupported, PROTOCOL_VERSION,
+pub use config::{
+    Config, ConfigError, Dialect, MclCheck, Persisted, Role, SharedSecret, MAX_UPDATES_PER_BNDUPD,
 };
+pub use endpoint::{
+    verify_digest, AlreadyConnected, ChangeReason, CloseReason, Endpoint, Link, Output,
+    PartnerState, ProtocolError, Stats, Unsupported, PROTOCOL_VERSION,
+};
+pub use service::{allowed_service, Admitted, ServiceGate};
 pub use state::{on_partner_state, Decision, FailoverState};
 pub use timer::{Timer, TimerTable};

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use super::*;
 use crate::proto::wire::failover::{
-    code, BindingStatus, FailoverMessage, Message, MessageType, RejectReason,
+    code, BindingStatus, FailoverMessage, Message, MessageType, RejectReason, MAX_MESSAGE_LEN,
 };
 
 const T0: u64 = 1_700_000_000_000; // ms
@@ -29,11 +29,17 @@ struct Duo {
     now: u64,
     /// Every message each side sent: (from primary?, message).
     wire: Vec<(bool, Message)>,
+    /// The same messages as the bytes sent.
+    frames: Vec<(bool, Vec<u8>)>,
     /// Non-Send outputs per side.
     p_out: Vec<Output>,
     s_out: Vec<Output>,
     s_db: HashMap<Ipv4Addr, Binding>,
     p_db: HashMap<Ipv4Addr, Binding>,
+    /// Frames (from primary?, bytes) for which this says true are sent but not delivered;
+    /// they go to `held`.
+    hold: fn(bool, &[u8]) -> bool,
+    held: Vec<(bool, Vec<u8>)>,
 }
 
 impl Duo {
@@ -43,10 +49,13 @@ impl Duo {
             s: Endpoint::new(sc, sp, T0).unwrap(),
             now: T0,
             wire: Vec::new(),
+            frames: Vec::new(),
             p_out: Vec::new(),
             s_out: Vec::new(),
             s_db: HashMap::new(),
             p_db: HashMap::new(),
+            hold: |_, _| false,
+            held: Vec::new(),
         }
     }
 
@@ -71,6 +80,11 @@ impl Duo {
                     match o {
                         Output::Send(bytes) => {
                             self.wire.push((from_p, Message::decode(&bytes).unwrap()));
+                            self.frames.push((from_p, bytes.clone()));
+                            if (self.hold)(from_p, &bytes) {
+                                self.held.push((from_p, bytes));
+                                continue;
+                            }
                             let db = if from_p { &self.s_db } else { &self.p_db };
                             dst.receive_frame(self.now, &bytes, db);
                         }
@@ -393,12 +407,6 @@ fn connect_reject_reasons() {
             sec(),
             connect_with(|m| set(m, code::TLS_REQUEST, &[2])),
             R::TlsNotSupported,
-        ),
-        (
-            "digest",
-            sec(),
-            connect_with(|m| set(m, code::MESSAGE_DIGEST, &[1; 17])),
-            R::DigestNotSupported,
         ),
         (
             "no HBA",
@@ -1091,4 +1099,1009 @@ fn recover_waits_mclt_when_partner_has_history() {
     }
     assert_eq!(d.s.state(), FailoverState::Normal);
     assert_eq!(d.p.state(), FailoverState::Normal);
+}
+
+// --- message digest -------------------------------------------------------------------------
+
+fn with_secret(c: Config, secret: &str) -> Config {
+    Config {
+        secret: Some(SharedSecret::new(secret)),
+        ..c
+    }
+}
+
+/// The close reasons among a side's outputs.
+fn closes(out: &[Output]) -> Vec<CloseReason> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::CloseConnection { reason } => Some(*reason),
+            _ => None,
+        })
+        .collect()
+}
+
+fn reached_normal(out: &[Output]) -> bool {
+    out.iter().any(|o| {
+        matches!(
+            o,
+            Output::StateChanged {
+                to: FailoverState::Normal,
+                ..
+            }
+        )
+    })
+}
+
+/// Asserts `frame` starts its options with an HMAC-SHA256 message digest that verifies with
+/// `secret`.
+fn assert_signed_first(frame: &[u8], secret: &SharedSecret) {
+    let m = FailoverMessage::parse(frame).unwrap();
+    let t = m.message_type();
+    assert_eq!(m.options_start(), 12, "{t:?}");
+    // code 17, length 33, type 2, then the digest: draft §11.1 "the first option".
+    assert_eq!(frame[12..17], [0, 17, 0, 33, 2], "{t:?}");
+    assert_eq!(m.iter().next().map(|(c, v)| (c, v.len())), Some((17, 33)));
+    assert_eq!(verify_digest(Some(secret), &m), Ok(()), "{t:?}");
+}
+
+#[test]
+fn same_secret_reaches_normal_and_replicates() {
+    // Guards the happy path with digests on: a new relationship goes RECOVER → NORMAL and
+    // bindings replicate both ways, with no message rejected.
+    let mut d = Duo::new(
+        with_secret(cfg(Role::Primary), "correct horse"),
+        with_secret(cfg(Role::Secondary), "correct horse"),
+        None,
+        None,
+    );
+    d.connect();
+    assert_eq!(d.p.state(), FailoverState::Normal);
+    assert_eq!(d.s.state(), FailoverState::Normal);
+    for i in 0..40u32 {
+        d.p.binding_changed(d.now, active(0x0a00_0000 + i, d.now / 1000));
+    }
+    d.s.binding_changed(d.now, active(0x0a00_0100, d.now / 1000));
+    d.run();
+    assert_eq!(d.s_db.len(), 40);
+    assert_eq!(d.p_db.len(), 1);
+    assert_eq!(
+        d.s_db[&Ipv4Addr::from(0x0a00_0007u32)],
+        active(0x0a00_0007, d.now / 1000)
+    );
+    let acked = |out: &[Output]| {
+        out.iter()
+            .filter(|o| matches!(o, Output::PartnerAcked { .. }))
+            .count()
+    };
+    assert_eq!(acked(&d.p_out), 40);
+    assert_eq!(acked(&d.s_out), 1);
+    assert_eq!(d.p.stats().digest_failures, 0);
+    assert_eq!(d.s.stats().digest_failures, 0);
+    assert!(closes(&d.p_out).is_empty() && closes(&d.s_out).is_empty());
+    assert_eq!(d.p.link(), Link::Up);
+}
+
+#[test]
+fn every_sent_frame_starts_with_the_digest() {
+    // Guards "in every message" (MS-DHCPF §2.2): each message type either side sends, the last
+    // DISCONNECT included, carries a valid digest as its first option.
+    let secret = SharedSecret::new("s3cret");
+    let mut d = Duo::new(
+        with_secret(cfg(Role::Primary), "s3cret"),
+        with_secret(cfg(Role::Secondary), "s3cret"),
+        None,
+        None,
+    );
+    d.connect();
+    d.s.binding_changed(d.now, active(0x0a00_0100, d.now / 1000));
+    d.p.bindings_changed(
+        d.now,
+        (0..20u32).map(|i| active(0x0a00_0000 + i, d.now / 1000)),
+    );
+    d.run();
+    d.advance_to(d.now + u64::from(d.p.config().tsend_s) * 1000);
+    // An unsigned CONTACT makes the secondary close with a (signed) DISCONNECT 21.
+    let mut contact = Vec::new();
+    Message::new(MessageType::Contact, (d.now / 1000) as u32, 900)
+        .encode(&mut contact)
+        .unwrap();
+    d.s.receive_frame(d.now, &contact, &NoLocalBindings);
+    let disconnect = std::iter::from_fn(|| d.s.poll_output())
+        .find_map(|o| match o {
+            Output::Send(b) => Some(b),
+            _ => None,
+        })
+        .unwrap();
+    d.frames.push((false, disconnect));
+
+    let mut seen = Vec::new();
+    for (_, frame) in &d.frames {
+        assert_signed_first(frame, &secret);
+        let t = FailoverMessage::parse(frame).unwrap().message_type();
+        if !seen.contains(&t) {
+            seen.push(t);
+        }
+    }
+    use MessageType as M;
+    for t in [
+        M::Connect,
+        M::ConnectAck,
+        M::State,
+        M::UpdReqAll,
+        M::UpdDone,
+        M::BndUpd,
+        M::BndAck,
+        M::Contact,
+        M::Disconnect,
+    ] {
+        assert!(seen.contains(&t), "{t:?} not sent");
+    }
+    let last = FailoverMessage::parse(&d.frames.last().unwrap().1).unwrap();
+    assert_eq!(last.reject_reason(), Some(RejectReason::MissingDigest));
+}
+
+#[test]
+fn digest_is_hmac_sha256_of_the_message_with_the_digest_zeroed() {
+    // Guards the covered range against an independent computation: HMAC-SHA256 keyed with
+    // the secret over all `len` bytes with only the 32 digest bytes zero (draft §11.1).
+    use hmac::{Hmac, Mac};
+    let mut p = Endpoint::new(with_secret(cfg(Role::Primary), "k"), None, T0).unwrap();
+    p.connected(T0, true).unwrap();
+    let Some(Output::Send(frame)) = p.poll_output() else {
+        panic!("no CONNECT")
+    };
+    let mut zeroed = frame.clone();
+    zeroed[17..49].fill(0);
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"k").unwrap();
+    mac.update(&zeroed);
+    assert_eq!(frame[17..49], mac.finalize().into_bytes()[..]);
+    assert_eq!(
+        usize::from(u16::from_be_bytes([frame[0], frame[1]])),
+        frame.len()
+    );
+}
+
+#[test]
+fn flipping_any_byte_fails_verification() {
+    // Guards integrity: flipping any bit pattern of any byte after the 2-byte length of a
+    // signed message is rejected — by the parser, or by the digest check (20, or 21 when the
+    // flip hides the option). Header time/xid and the digest bytes always reach the compare.
+    let secret = SharedSecret::new("flip");
+    let mut d = Duo::new(
+        with_secret(cfg(Role::Primary), "flip"),
+        with_secret(cfg(Role::Secondary), "flip"),
+        normal_persisted(),
+        normal_persisted(),
+    );
+    d.connect();
+    d.p.binding_changed(d.now, active(0x0a00_0001, d.now / 1000));
+    d.run();
+    assert!(d.frames.len() >= 6);
+    let mut compared = 0;
+    for (_, frame) in &d.frames {
+        assert_eq!(
+            verify_digest(Some(&secret), &FailoverMessage::parse(frame).unwrap()),
+            Ok(())
+        );
+        for i in 2..frame.len() {
+            for mask in [0x01u8, 0x80, 0xff] {
+                let mut f = frame.clone();
+                f[i] ^= mask;
+                let Ok(m) = FailoverMessage::parse(&f) else {
+                    continue;
+                };
+                let got = verify_digest(Some(&secret), &m);
+                assert!(
+                    matches!(
+                        got,
+                        Err(RejectReason::DigestFailed | RejectReason::MissingDigest)
+                    ),
+                    "byte {i} ^ {mask:#x} of {:?}: {got:?}",
+                    m.message_type()
+                );
+                if (4..12).contains(&i) || (17..49).contains(&i) {
+                    assert_eq!(got, Err(RejectReason::DigestFailed));
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(compared, d.frames.len() * (8 + 32) * 3);
+}
+
+#[test]
+fn tampered_message_is_dropped_before_it_is_acted_on() {
+    // Guards the order: a STATE whose (signed) content was changed to PARTNER-DOWN must close
+    // with 20 and must not reach the state machine (no TransitionRefused, no state change).
+    let mut d = Duo::new(
+        with_secret(cfg(Role::Primary), "order"),
+        with_secret(cfg(Role::Secondary), "order"),
+        normal_persisted(),
+        normal_persisted(),
+    );
+    d.connect();
+    // The primary's last STATE, changed from NORMAL (2) to PARTNER-DOWN (4) and not re-signed.
+    let (_, state) = d
+        .frames
+        .iter()
+        .rev()
+        .find(|(from_p, f)| *from_p && f[2] == MessageType::State.to_u8())
+        .unwrap()
+        .clone();
+    let at = state
+        .windows(5)
+        .position(|w| w == [0, 24, 0, 1, 2])
+        .unwrap();
+    let mut forged = state.clone();
+    forged[at + 4] = FailoverState::PartnerDown.wire();
+    d.s.receive_frame(d.now, &forged, &NoLocalBindings);
+    let outs: Vec<Output> = std::iter::from_fn(|| d.s.poll_output()).collect();
+    assert_eq!(
+        closes(&outs),
+        [CloseReason::Digest(RejectReason::DigestFailed)]
+    );
+    assert!(!outs
+        .iter()
+        .any(|o| matches!(o, Output::TransitionRefused { .. })));
+    assert_eq!(d.s.partner().map(|p| p.state), Some(FailoverState::Normal));
+    assert_eq!(d.s.stats().digest_failures, 1);
+    // The DISCONNECT says why and is itself signed.
+    let disc = outs
+        .iter()
+        .find_map(|o| match o {
+            Output::Send(b) => Some(b.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_signed_first(&disc, &SharedSecret::new("order"));
+    assert_eq!(
+        FailoverMessage::parse(&disc).unwrap().reject_reason(),
+        Some(RejectReason::DigestFailed)
+    );
+    assert_eq!(d.s.state(), FailoverState::CommunicationsInterrupted);
+}
+
+#[test]
+fn wrong_secret_never_reaches_normal() {
+    // Guards mutual rejection: with different secrets each CONNECT is answered by CONNECTACK
+    // 20, both sides close with 20, and no retry ever gets to STATE.
+    let mut d = Duo::new(
+        with_secret(cfg(Role::Primary), "alpha"),
+        with_secret(cfg(Role::Secondary), "beta"),
+        None,
+        None,
+    );
+    for attempt in 1..=3u64 {
+        d.connect();
+        assert_eq!(d.p.link(), Link::Down);
+        assert_eq!(d.s.link(), Link::Down);
+        assert_eq!(d.p.stats().digest_failures, attempt);
+        assert_eq!(d.s.stats().digest_failures, attempt);
+        d.advance_to(d.now + u64::from(d.p.config().connect_retry_s) * 1000);
+        assert!(d.p_out.contains(&Output::OpenConnection));
+    }
+    let twenty = CloseReason::Digest(RejectReason::DigestFailed);
+    assert_eq!(closes(&d.p_out), [twenty; 3]);
+    assert_eq!(closes(&d.s_out), [twenty; 3]);
+    let acks = d.sent(false, MessageType::ConnectAck);
+    assert_eq!(acks.len(), 3);
+    assert!(acks
+        .iter()
+        .all(|m| m.option(code::REJECT_REASON) == Some(&[20u8][..])));
+    assert!(d.sent(true, MessageType::State).is_empty());
+    assert!(d.sent(false, MessageType::State).is_empty());
+    assert!(!reached_normal(&d.p_out) && !reached_normal(&d.s_out));
+    assert_ne!(d.p.state(), FailoverState::Normal);
+    assert_ne!(d.s.state(), FailoverState::Normal);
+}
+
+#[test]
+fn secret_on_one_side_only_closes_with_21_and_13() {
+    // Guards the two asymmetric cases: the side with the secret misses the digest (21), the
+    // side without it gets one it cannot check (13); the secondary says so in CONNECTACK.
+    for primary_has_secret in [true, false] {
+        let (pc, sc) = if primary_has_secret {
+            (with_secret(cfg(Role::Primary), "x"), cfg(Role::Secondary))
+        } else {
+            (cfg(Role::Primary), with_secret(cfg(Role::Secondary), "x"))
+        };
+        let mut d = Duo::new(pc, sc, normal_persisted(), normal_persisted());
+        d.connect();
+        let (with, without) = (
+            CloseReason::Digest(RejectReason::MissingDigest),
+            CloseReason::Digest(RejectReason::DigestNotConfigured),
+        );
+        let (p_want, s_want) = if primary_has_secret {
+            (with, without)
+        } else {
+            (without, with)
+        };
+        assert_eq!(closes(&d.p_out), [p_want], "{primary_has_secret}");
+        assert_eq!(closes(&d.s_out), [s_want], "{primary_has_secret}");
+        let ack = d.sent(false, MessageType::ConnectAck)[0];
+        let CloseReason::Digest(reason) = s_want else {
+            unreachable!()
+        };
+        assert_eq!(ack.option(code::REJECT_REASON), Some(&[reason.to_u8()][..]));
+        assert_eq!(
+            ack.option(code::MESSAGE_DIGEST).is_some(),
+            !primary_has_secret,
+            "the CONNECTACK is signed iff the secondary has the secret"
+        );
+        assert!(!reached_normal(&d.p_out) && !reached_normal(&d.s_out));
+        assert_eq!(d.p.stats().digest_failures, 1);
+        assert_eq!(d.s.stats().digest_failures, 1);
+    }
+}
+
+#[test]
+fn digest_type_and_position() {
+    // Guards the receive side's reading of the option: type 1 (HMAC-MD5) and a truncated
+    // digest fail with 20; a valid digest that trails the other options (draft §6.3 diagram)
+    // is accepted; no digest at all is 21.
+    use hmac::{Hmac, Mac};
+    let secret = SharedSecret::new("pos");
+    let sign_at_end = |kind: u8, len: usize| {
+        let m = Message::new(MessageType::Contact, 7, 8)
+            .with(code::MESSAGE, b"hi".to_vec())
+            .with(code::MESSAGE_DIGEST, {
+                let mut v = vec![0; 1 + len];
+                v[0] = kind;
+                v
+            });
+        let mut b = Vec::new();
+        m.encode(&mut b).unwrap();
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"pos").unwrap();
+        mac.update(&b);
+        let tag = mac.finalize().into_bytes();
+        let n = b.len();
+        b[n - len..].copy_from_slice(&tag[..len]);
+        b
+    };
+    let check = |b: &[u8]| verify_digest(Some(&secret), &FailoverMessage::parse(b).unwrap());
+    assert_eq!(check(&sign_at_end(2, 32)), Ok(()));
+    assert_eq!(check(&sign_at_end(1, 32)), Err(RejectReason::DigestFailed));
+    assert_eq!(check(&sign_at_end(2, 16)), Err(RejectReason::DigestFailed));
+    assert_eq!(check(&sign_at_end(2, 0)), Err(RejectReason::DigestFailed));
+    let b = sign_at_end(2, 32);
+    assert_eq!(
+        verify_digest(None, &FailoverMessage::parse(&b).unwrap()),
+        Err(RejectReason::DigestNotConfigured)
+    );
+    let mut plain = Vec::new();
+    Message::new(MessageType::Contact, 7, 8)
+        .encode(&mut plain)
+        .unwrap();
+    assert_eq!(check(&plain), Err(RejectReason::MissingDigest));
+    assert_eq!(
+        verify_digest(None, &FailoverMessage::parse(&plain).unwrap()),
+        Ok(())
+    );
+}
+
+#[test]
+fn microsoft_dialect_with_secret_end_to_end() {
+    // Guards the Windows wire form with digests: payload offset 8, digest first at byte 12,
+    // NORMAL reached and MS-encoded bindings replicated.
+    let ms = |role| Config {
+        dialect: Dialect::Microsoft,
+        mclt_check: MclCheck::RequireEqual,
+        ..with_secret(cfg(role), "windows")
+    };
+    let mut d = Duo::new(
+        ms(Role::Primary),
+        ms(Role::Secondary),
+        normal_persisted(),
+        normal_persisted(),
+    );
+    d.connect();
+    assert_eq!(d.p.state(), FailoverState::Normal);
+    assert_eq!(d.s.state(), FailoverState::Normal);
+    let mut rel = active(0x0a00_0001, d.now / 1000);
+    rel.status = BindingStatus::Released;
+    d.p.binding_changed(d.now, active(0x0a00_0002, d.now / 1000));
+    d.p.binding_changed(d.now, rel);
+    d.run();
+    assert_eq!(
+        d.s_db[&Ipv4Addr::from(0x0a00_0002u32)].status,
+        BindingStatus::Active
+    );
+    assert_eq!(
+        d.s_db[&Ipv4Addr::from(0x0a00_0001u32)].status,
+        BindingStatus::Released
+    );
+    let secret = SharedSecret::new("windows");
+    for (_, f) in &d.frames {
+        assert_eq!(f[3], 8, "MS payload offset");
+        assert_signed_first(f, &secret);
+    }
+    assert!(!d.sent(true, MessageType::BndUpd).is_empty());
+    assert_eq!(d.p.stats().digest_failures + d.s.stats().digest_failures, 0);
+}
+
+#[test]
+fn signed_bndupds_stay_within_2048_bytes() {
+    // Guards the batch size bound with the 37-byte digest counted: client ids of every length
+    // in a range that packs BNDUPDs up to the 2048-byte limit (draft §6.1).
+    const DIGEST_OPTION: usize = 37;
+    let mut largest = 0;
+    for id_len in 40..=200usize {
+        let mut d = Duo::new(
+            with_secret(cfg(Role::Primary), "big"),
+            with_secret(cfg(Role::Secondary), "big"),
+            normal_persisted(),
+            normal_persisted(),
+        );
+        d.connect();
+        d.p.bindings_changed(
+            d.now,
+            (0..40u32).map(|i| {
+                let mut b = active(0x0a00_0000 + i, d.now / 1000);
+                b.client_id = Some(vec![i as u8; id_len].into());
+                b
+            }),
+        );
+        d.run();
+        assert_eq!(d.s_db.len(), 40);
+        for (_, f) in d.frames.iter().filter(|(p, _)| *p) {
+            assert!(f.len() <= MAX_MESSAGE_LEN, "{id_len}: {} bytes", f.len());
+            largest = largest.max(f.len());
+        }
+    }
+    // The sweep did reach the window an uncounted digest would overflow.
+    assert!(largest > MAX_MESSAGE_LEN - DIGEST_OPTION, "{largest}");
+}
+
+#[test]
+fn secret_configuration_rules() {
+    // Guards config validation (ISC has no digest; empty key) and that Debug never shows it.
+    let isc = Config {
+        dialect: Dialect::Isc,
+        ..with_secret(cfg(Role::Primary), "x")
+    };
+    assert_eq!(isc.validate(), Err(ConfigError::SecretWithIsc));
+    assert_eq!(
+        Endpoint::new(isc, None, T0).unwrap_err(),
+        ConfigError::SecretWithIsc
+    );
+    assert!(ConfigError::SecretWithIsc.to_string().contains("isc"));
+    assert_eq!(
+        with_secret(cfg(Role::Primary), "").validate(),
+        Err(ConfigError::EmptySecret)
+    );
+    for dialect in [Dialect::Ringlease, Dialect::Microsoft] {
+        let c = Config {
+            dialect,
+            ..with_secret(cfg(Role::Secondary), "hunter2")
+        };
+        assert_eq!(c.validate(), Ok(()));
+        let shown = format!("{c:?}");
+        assert!(shown.contains("secret: Some(<redacted>)"), "{shown}");
+        assert!(!shown.contains("hunter2"));
+    }
+    assert_eq!(format!("{:?}", SharedSecret::new("hunter2")), "<redacted>");
+}
+
+// --- replay defence (draft §11.1) -----------------------------------------------------------
+
+/// `m` signed with `key` the way we sign (digest first), replacing any digest it carries: what
+/// a sender holding the secret would put on the wire.
+fn signed(mut m: Message, key: &str) -> Vec<u8> {
+    use hmac::{Hmac, Mac};
+    remove(&mut m, code::MESSAGE_DIGEST);
+    let mut placeholder = vec![0; 33];
+    placeholder[0] = 2;
+    m.options.insert(0, (code::MESSAGE_DIGEST, placeholder));
+    let mut b = Vec::new();
+    m.encode(&mut b).unwrap();
+    let at = FailoverMessage::parse(&b)
+        .unwrap()
+        .digest_input()
+        .unwrap()
+        .head
+        .len();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(&b);
+    b[at..at + 32].copy_from_slice(&mac.finalize().into_bytes());
+    assert_eq!(
+        verify_digest(
+            Some(&SharedSecret::new(key)),
+            &FailoverMessage::parse(&b).unwrap()
+        ),
+        Ok(())
+    );
+    b
+}
+
+/// The CONNECT a primary with secret `key` sends on a connection opened at `now_ms`.
+fn signed_connect(key: &str, now_ms: u64) -> Vec<u8> {
+    let mut p = Endpoint::new(with_secret(cfg(Role::Primary), key), None, now_ms).unwrap();
+    p.connected(now_ms, true).unwrap();
+    let Some(Output::Send(b)) = p.poll_output() else {
+        panic!("no CONNECT")
+    };
+    b
+}
+
+/// Delivers `frame` to `e` and returns everything it output.
+fn feed(e: &mut Endpoint, now_ms: u64, frame: &[u8]) -> Vec<Output> {
+    e.receive_frame(now_ms, frame, &NoLocalBindings);
+    std::iter::from_fn(|| e.poll_output()).collect()
+}
+
+/// The messages among `out`'s sends.
+fn sends(out: &[Output]) -> Vec<Message> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send(b) => Some(Message::decode(b).unwrap()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A CONNECT arriving on a fresh connection to `s` at `now_ms`: the CONNECTACK's reject reason
+/// (`None` = accepted) and the close reason, if any.
+fn offer_connect(
+    s: &mut Endpoint,
+    now_ms: u64,
+    connect: &[u8],
+) -> (Option<RejectReason>, Option<CloseReason>) {
+    s.disconnected(now_ms);
+    s.connected(now_ms, false).unwrap();
+    let out = feed(s, now_ms, connect);
+    let ack = sends(&out)
+        .into_iter()
+        .find(|m| m.message_type == MessageType::ConnectAck)
+        .expect("a CONNECT is always answered");
+    let xid = FailoverMessage::parse(connect).unwrap().xid();
+    assert_eq!(ack.xid, xid);
+    let reason = ack
+        .option(code::REJECT_REASON)
+        .map(|v| RejectReason::from_u8(v[0]));
+    (reason, closes(&out).first().copied())
+}
+
+#[test]
+fn replayed_connect_on_a_new_connection_is_rejected() {
+    // Guards draft §11.1's CONNECT rule end to end: the primary's signed CONNECT, recorded and
+    // replayed on a later connection — well inside the clock-skew limit, so only the replay
+    // check can catch it — gets a signed CONNECTACK 4 and a close, and nothing of it is used.
+    // The primary's own next CONNECT (a later time, a new xid) is accepted and reaches NORMAL.
+    let mut d = Duo::new(
+        with_secret(cfg(Role::Primary), "replay"),
+        with_secret(cfg(Role::Secondary), "replay"),
+        normal_persisted(),
+        normal_persisted(),
+    );
+    d.connect();
+    assert_eq!(d.s.state(), FailoverState::Normal);
+    let recorded = d
+        .frames
+        .iter()
+        .find(|(from_p, f)| *from_p && f[2] == MessageType::Connect.to_u8())
+        .unwrap()
+        .1
+        .clone();
+    let recorded_msg = FailoverMessage::parse(&recorded).unwrap();
+    let (time_s, recorded_xid) = (recorded_msg.time(), recorded_msg.xid());
+
+    // The link drops; 5 s later someone else connects to the secondary and replays it.
+    d.now += 5_000;
+    d.p.disconnected(d.now);
+    d.s.disconnected(d.now);
+    d.run();
+    let skew = d.now / 1000 - u64::from(time_s);
+    assert!(skew < u64::from(d.s.config().max_clock_skew_s));
+    d.s.connected(d.now, false).unwrap();
+    let out = feed(&mut d.s, d.now, &recorded);
+    assert_eq!(
+        closes(&out),
+        [CloseReason::ReplayedConnect {
+            time_s,
+            last_s: time_s
+        }]
+    );
+    let [Output::Send(ack), Output::CloseConnection { .. }] = &out[..] else {
+        panic!("only the CONNECTACK, then the close: {out:?}")
+    };
+    assert_signed_first(ack, &SharedSecret::new("replay"));
+    let ack = FailoverMessage::parse(ack).unwrap();
+    assert_eq!(ack.message_type(), MessageType::ConnectAck);
+    assert_eq!(ack.xid(), recorded_xid);
+    assert_eq!(ack.reject_reason(), Some(RejectReason::TimeMismatch));
+    assert_eq!(d.s.link(), Link::Down);
+    assert_eq!(d.s.partner().map(|p| p.state), Some(FailoverState::Normal));
+    assert_eq!(d.s.state(), FailoverState::CommunicationsInterrupted);
+    assert_eq!(d.s.stats().replays_rejected, 1);
+    assert_eq!(d.s.stats().digest_failures, 0);
+
+    // The real primary reconnects a second later: a fresh CONNECT is accepted.
+    d.now += 1_000;
+    let before = d.frames.len();
+    d.connect();
+    assert_eq!(d.p.state(), FailoverState::Normal);
+    assert_eq!(d.s.state(), FailoverState::Normal);
+    assert_eq!(d.s.link(), Link::Up);
+    let fresh = &d.frames[before].1;
+    assert_eq!(fresh[2], MessageType::Connect.to_u8());
+    let fresh = FailoverMessage::parse(fresh).unwrap();
+    assert!(fresh.time() > time_s);
+    assert_ne!(fresh.xid(), recorded_xid, "with a secret xids run on");
+    assert_eq!(d.s.stats().replays_rejected, 1);
+}
+
+#[test]
+fn connect_time_must_increase_strictly() {
+    // Guards the comparison and what is remembered: a CONNECT from the same second as the last
+    // accepted one, or an earlier one, is rejected with 4; a later one is accepted. A CONNECT
+    // rejected for another reason (here skew, an hour ahead) does not move the mark.
+    let key = "monotone";
+    let mut s = Endpoint::new(with_secret(cfg(Role::Secondary), key), None, T0).unwrap();
+    let t0_s = (T0 / 1000) as u32;
+    assert_eq!(
+        offer_connect(&mut s, T0, &signed_connect(key, T0)),
+        (None, None)
+    );
+    let replay = |time_s| {
+        Some(CloseReason::ReplayedConnect {
+            time_s,
+            last_s: t0_s,
+        })
+    };
+    let now = T0 + 2_000;
+    assert_eq!(
+        offer_connect(&mut s, now, &signed_connect(key, T0 + 999)),
+        (Some(RejectReason::TimeMismatch), replay(t0_s))
+    );
+    assert_eq!(
+        offer_connect(&mut s, now, &signed_connect(key, T0 - 1_000)),
+        (Some(RejectReason::TimeMismatch), replay(t0_s - 1))
+    );
+    assert_eq!(
+        offer_connect(&mut s, now, &signed_connect(key, T0 + 3_600_000)),
+        (
+            Some(RejectReason::TimeMismatch),
+            Some(CloseReason::RejectedConnect(RejectReason::TimeMismatch))
+        )
+    );
+    assert_eq!(s.stats().replays_rejected, 2);
+    assert_eq!(
+        offer_connect(&mut s, now, &signed_connect(key, T0 + 1_000)),
+        (None, None)
+    );
+    // …and that one is now the mark.
+    assert_eq!(
+        offer_connect(&mut s, now, &signed_connect(key, T0 + 1_000)),
+        (
+            Some(RejectReason::TimeMismatch),
+            Some(CloseReason::ReplayedConnect {
+                time_s: t0_s + 1,
+                last_s: t0_s + 1
+            })
+        )
+    );
+}
+
+#[test]
+fn connect_replay_memory_is_in_process_and_bounded_by_skew() {
+    // Guards the documented limits: the mark lives in memory, so a restarted secondary accepts
+    // a CONNECT recorded before the restart while it is within `max_clock_skew_s`; once older
+    // than that, the skew check rejects it (CONNECTACK 4 again).
+    let key = "restart";
+    let recorded = signed_connect(key, T0);
+    let mut s = Endpoint::new(with_secret(cfg(Role::Secondary), key), None, T0).unwrap();
+    assert_eq!(offer_connect(&mut s, T0, &recorded), (None, None));
+    let max_skew_ms = u64::from(s.config().max_clock_skew_s) * 1000;
+
+    let later = T0 + max_skew_ms;
+    let mut restarted = Endpoint::new(with_secret(cfg(Role::Secondary), key), None, later).unwrap();
+    assert_eq!(
+        offer_connect(&mut restarted, later, &recorded),
+        (None, None)
+    );
+
+    let too_late = T0 + max_skew_ms + 1_000;
+    let mut restarted =
+        Endpoint::new(with_secret(cfg(Role::Secondary), key), None, too_late).unwrap();
+    assert_eq!(
+        offer_connect(&mut restarted, too_late, &recorded),
+        (
+            Some(RejectReason::TimeMismatch),
+            Some(CloseReason::RejectedConnect(RejectReason::TimeMismatch))
+        )
+    );
+}
+
+/// A signed pair in NORMAL (persisted NORMAL) that replicated one binding each way.
+fn signed_up_duo(key: &str) -> Duo {
+    let mut d = Duo::new(
+        with_secret(cfg(Role::Primary), key),
+        with_secret(cfg(Role::Secondary), key),
+        normal_persisted(),
+        normal_persisted(),
+    );
+    d.connect();
+    d.p.binding_changed(d.now, active(0x0a00_0001, d.now / 1000));
+    d.s.binding_changed(d.now, active(0x0a00_0101, d.now / 1000));
+    d.run();
+    d.advance_to(d.now + u64::from(d.p.config().tsend_s) * 1000); // CONTACTs
+    assert_eq!(d.s_db.len(), 1);
+    assert_eq!(d.p_db.len(), 1);
+    assert_eq!(d.s.link(), Link::Up);
+    d
+}
+
+#[test]
+fn replayed_message_on_the_same_connection_is_dropped() {
+    // Guards the draft §11.1 xid rule, sweeping: every message the primary sent with an xid of
+    // its own (STATE, BNDUPD, CONTACT, …), replayed to the secondary later on the same
+    // connection, is dropped unread — no ApplyBinding, no BNDACK, no state change — and
+    // answered with a signed DISCONNECT 254 and a close naming the xids.
+    let template = signed_up_duo("same-conn");
+    let own_xid = |f: &[u8]| {
+        let m = FailoverMessage::parse(f).unwrap();
+        let response = matches!(
+            m.message_type(),
+            MessageType::ConnectAck | MessageType::BndAck | MessageType::UpdDone
+        );
+        (!response).then_some(m.xid())
+    };
+    let from_p: Vec<Vec<u8>> = template
+        .frames
+        .iter()
+        .filter(|(p, f)| *p && own_xid(f).is_some())
+        .map(|(_, f)| f.clone())
+        .collect();
+    let last = own_xid(from_p.last().unwrap()).unwrap();
+    let mut types = Vec::new();
+    for frame in &from_p {
+        let mut d = signed_up_duo("same-conn");
+        let m = FailoverMessage::parse(frame).unwrap();
+        types.push(m.message_type());
+        let partner = d.s.partner();
+        let out = feed(&mut d.s, d.now, frame);
+        assert_eq!(
+            closes(&out),
+            [CloseReason::ReplayedXid { xid: m.xid(), last }],
+            "{:?}",
+            m.message_type()
+        );
+        assert!(!out.iter().any(|o| matches!(o, Output::ApplyBinding(_))));
+        let sent = sends(&out);
+        assert_eq!(sent.len(), 1, "{out:?}");
+        assert_eq!(sent[0].message_type, MessageType::Disconnect);
+        assert_eq!(sent[0].option(code::REJECT_REASON), Some(&[254u8][..]));
+        let Output::Send(disc) = &out[0] else {
+            unreachable!()
+        };
+        assert_signed_first(disc, &SharedSecret::new("same-conn"));
+        assert_eq!(d.s.partner(), partner);
+        assert_eq!(d.s.stats().replays_rejected, 1);
+        assert_eq!(d.s.stats().bndupd_received, 1);
+    }
+    for t in [
+        MessageType::Connect,
+        MessageType::State,
+        MessageType::BndUpd,
+        MessageType::Contact,
+    ] {
+        assert!(types.contains(&t), "{t:?} not swept");
+    }
+}
+
+#[test]
+fn xid_order_follows_serial_numbers_across_the_wrap() {
+    // Guards the comparison: xids may wrap from u32::MAX to 0 and skip ahead, but an xid equal
+    // to the last, or more than half the 32-bit space ahead (= behind), is a replay.
+    let key = "wrap";
+    let start = |first_xid: u32| {
+        let mut s = Endpoint::new(with_secret(cfg(Role::Secondary), key), None, T0).unwrap();
+        let mut connect = Message::decode(&signed_connect(key, T0)).unwrap();
+        connect.xid = first_xid;
+        assert_eq!(
+            offer_connect(&mut s, T0, &signed(connect, key)),
+            (None, None)
+        );
+        assert_eq!(s.link(), Link::AwaitState);
+        s
+    };
+    let contact = |xid| {
+        signed(
+            Message::new(MessageType::Contact, (T0 / 1000) as u32, xid),
+            key,
+        )
+    };
+
+    let mut s = start(u32::MAX - 2);
+    for xid in [u32::MAX - 1, u32::MAX, 0, 7, 7 + (1 << 31) - 1] {
+        assert_eq!(feed(&mut s, T0, &contact(xid)), [], "{xid}");
+    }
+    let last = 7 + (1 << 31) - 1;
+    assert_eq!(
+        closes(&feed(&mut s, T0, &contact(last))),
+        [CloseReason::ReplayedXid { xid: last, last }]
+    );
+
+    let mut s = start(10);
+    let behind = 10 + (1 << 31);
+    assert_eq!(
+        closes(&feed(&mut s, T0, &contact(behind))),
+        [CloseReason::ReplayedXid {
+            xid: behind,
+            last: 10
+        }]
+    );
+}
+
+#[test]
+fn replayed_connectack_from_an_earlier_connection_does_not_answer() {
+    // Guards the primary side: with a secret our xids run on across connections, so a
+    // CONNECTACK recorded on an earlier connection does not carry the new CONNECT's xid and
+    // is ignored (draft §7.9.2). Without a secret every CONNECT keeps xid 0 (as ISC sends).
+    let mut d = Duo::new(
+        with_secret(cfg(Role::Primary), "ack"),
+        with_secret(cfg(Role::Secondary), "ack"),
+        normal_persisted(),
+        normal_persisted(),
+    );
+    d.connect();
+    let recorded = d
+        .frames
+        .iter()
+        .find(|(from_p, f)| !*from_p && f[2] == MessageType::ConnectAck.to_u8())
+        .unwrap()
+        .1
+        .clone();
+    d.now += 2_000;
+    d.p.disconnected(d.now);
+    d.s.disconnected(d.now);
+    d.run();
+    d.p.connected(d.now, true).unwrap();
+    let connect = sends(&std::iter::from_fn(|| d.p.poll_output()).collect::<Vec<_>>());
+    let xid = connect[0].xid;
+    assert_ne!(xid, FailoverMessage::parse(&recorded).unwrap().xid());
+    assert_eq!(feed(&mut d.p, d.now, &recorded), []);
+    assert_eq!(d.p.link(), Link::AwaitConnectAck { xid });
+
+    let mut plain = Duo::new(
+        cfg(Role::Primary),
+        cfg(Role::Secondary),
+        normal_persisted(),
+        normal_persisted(),
+    );
+    for _ in 0..2 {
+        plain.connect();
+        plain.now += 2_000;
+        plain.p.disconnected(plain.now);
+        plain.s.disconnected(plain.now);
+        plain.run();
+    }
+    let connects = plain.sent(true, MessageType::Connect);
+    assert_eq!(connects.len(), 2);
+    assert!(connects.iter().all(|m| m.xid == 0));
+}
+
+#[test]
+fn upddone_must_answer_our_request_with_a_secret() {
+    // Guards the response side of replay defence: with a secret an UPDDONE that does not carry
+    // our outstanding UPDREQALL's xid (a replayed older one) is ignored — RECOVER does not end
+    // on it — and the real one still ends it.
+    let mut d = Duo::new(
+        with_secret(cfg(Role::Primary), "done"),
+        with_secret(cfg(Role::Secondary), "done"),
+        None,
+        None,
+    );
+    d.hold = |from_p, f| !from_p && f[2] == MessageType::UpdDone.to_u8();
+    d.connect();
+    assert_eq!(d.p.state(), FailoverState::Recover);
+    let [(false, real)] = &d.held[..] else {
+        panic!("{:?}", d.held.len())
+    };
+    let real = real.clone();
+    let mut other = Message::decode(&real).unwrap();
+    other.xid = other.xid.wrapping_add(1);
+    let out = feed(&mut d.p, d.now, &signed(other, "done"));
+    assert!(!out.contains(&Output::UpdatesDone), "{out:?}");
+    assert!(closes(&out).is_empty());
+    assert_eq!(d.p.state(), FailoverState::Recover);
+
+    d.p.receive_frame(d.now, &real, &d.p_db);
+    d.run();
+    assert!(d.p_out.contains(&Output::UpdatesDone));
+    assert_eq!(d.p.state(), FailoverState::Normal);
+    assert_eq!(d.s.state(), FailoverState::Normal);
+    assert_eq!(
+        d.p.stats().replays_rejected + d.s.stats().replays_rejected,
+        0
+    );
+}
+
+#[test]
+fn without_a_secret_nothing_is_treated_as_a_replay() {
+    // Guards that the checks need the secret (unsigned messages can be forged outright, and
+    // ISC peers restart xids per connection): a replayed CONNECT on a new connection and a
+    // replayed BNDUPD on the same one are processed as before.
+    let mut s = Endpoint::new(cfg(Role::Secondary), None, T0).unwrap();
+    let connect = connect_with(|_| {});
+    assert_eq!(offer_connect(&mut s, T0, &connect), (None, None));
+    assert_eq!(offer_connect(&mut s, T0 + 1_000, &connect), (None, None));
+
+    let mut d = up_duo();
+    d.p.binding_changed(d.now, active(0x0a00_0001, d.now / 1000));
+    d.run();
+    let bndupd = d.sent(true, MessageType::BndUpd)[0].clone();
+    let mut bytes = Vec::new();
+    bndupd.encode(&mut bytes).unwrap();
+    let out = feed(&mut d.s, d.now, &bytes);
+    assert!(out.iter().any(|o| matches!(o, Output::ApplyBinding(_))));
+    assert!(closes(&out).is_empty());
+    assert_eq!(d.s.stats().replays_rejected, 0);
+}
+
+// --- synchronization timer and the scope-ID list ([MS-DHCPF] §3.1.2.6, §3.1.5.4) -----------
+
+#[test]
+fn sync_timer_closes_a_stalled_update_request() {
+    let mut d = up_duo();
+    d.s.disconnected(d.now);
+    d.p.disconnected(d.now);
+    for i in 0..5u32 {
+        d.p.binding_changed(d.now, active(0x0a00_0000 + i, d.now / 1000));
+    }
+    d.now += 1000;
+    // The primary's answers to the UPDREQ never arrive; CONTACTs still do.
+    d.hold = |from_p, bytes| {
+        let t = Message::decode(bytes).unwrap().message_type;
+        from_p && matches!(t, MessageType::BndUpd | MessageType::UpdDone)
+    };
+    d.wire.clear();
+    d.connect();
+    assert_eq!(d.sent(false, MessageType::UpdReq).len(), 1);
+    let deadline = d.s.timer(Timer::Sync).expect("armed by the UPDREQ");
+    assert_eq!(deadline, d.now + 300_000);
+    let mut t = d.now;
+    while t < deadline - 1000 {
+        t += 20_000;
+        d.advance_to(t.min(deadline - 1000));
+    }
+    assert!(
+        closes(&d.s_out).is_empty(),
+        "still waiting before the deadline"
+    );
+    d.advance_to(deadline);
+    assert_eq!(closes(&d.s_out), vec![CloseReason::SyncTimeout]);
+}
+
+#[test]
+fn upddone_stops_the_sync_timer() {
+    let mut d = up_duo();
+    d.s.disconnected(d.now);
+    d.p.disconnected(d.now);
+    d.p.binding_changed(d.now, active(0x0a00_0001, d.now / 1000));
+    d.now += 1000;
+    d.wire.clear();
+    d.connect();
+    assert_eq!(d.sent(true, MessageType::UpdDone).len(), 1);
+    assert_eq!(d.s.timer(Timer::Sync), None);
+}
+
+#[test]
+fn updreq_with_a_scope_list_gets_every_binding() {
+    let mut d = up_duo();
+    for i in 0..20u32 {
+        let b = active(0x0a00_0100 + i, d.now / 1000);
+        d.p_db.insert(b.ip, b);
+    }
+    let request = Message::new(MessageType::UpdReq, (d.now / 1000) as u32, 77)
+        .with(code::MS_SCOPE_ID_LIST, [0, 0, 0, 10]);
+    let mut bytes = Vec::new();
+    request.encode(&mut bytes).unwrap();
+    d.wire.clear();
+    d.p.receive_frame(d.now, &bytes, &d.p_db);
+    d.run();
+    assert_eq!(d.s_db.len(), 20, "every binding of the primary was sent");
+    let done = d.sent(true, MessageType::UpdDone);
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].xid, 77);
 }

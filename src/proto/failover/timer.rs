@@ -17,16 +17,20 @@ pub enum Timer {
     ConnectRetry,
     /// RECOVER-WAIT → RECOVER-DONE once MCLT has passed.
     RecoverWait,
+    /// Synchronization ([MS-DHCPF] §3.1.2.6): armed when we send UPDREQ/UPDREQALL, re-armed
+    /// by every BNDUPD received, stopped by UPDDONE; expiry → close the connection.
+    Sync,
 }
 
 impl Timer {
-    pub const VALUES: [Timer; 6] = [
+    pub const VALUES: [Timer; 7] = [
         Timer::Contact,
         Timer::Receive,
         Timer::Startup,
         Timer::SafePeriod,
         Timer::ConnectRetry,
         Timer::RecoverWait,
+        Timer::Sync,
     ];
     const COUNT: usize = Timer::VALUES.len();
 

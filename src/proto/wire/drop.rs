@@ -52,6 +52,9 @@ drop_reasons! {
     MissingRequestedAddress => "missing_requested_address", "REQUEST with neither option 50 nor ciaddr.";
     ReplyTooLarge => "reply_too_large", "The reply would not fit the client's maximum message size.";
     StorageUnavailable => "storage_unavailable", "The lease store cannot record a binding right now.";
+    // --- failover (the service gate, `proto::failover::ServiceGate`) ---
+    FailoverUnresponsive => "failover_unresponsive", "The failover state lets this server answer no such message now (STARTUP, RECOVER, …).";
+    NotOurBucket => "not_our_bucket", "Load balancing in NORMAL: the client's hash bucket is the partner's.";
 }
 
 #[cfg(test)]

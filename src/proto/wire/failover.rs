@@ -48,6 +48,9 @@
 //! range nor the type byte (Windows uses 2 per Wireshark), so the range above is draft-12's and
 //! unverified against Windows. Position: the draft wants it first (§11.1, §12.17) but shows it
 //! trailing in §6.3; the writer puts it wherever it is pushed, the view finds the first one.
+//! The keyed part (HMAC-SHA256, type 2, pushed first; any position accepted) lives in the
+//! failover endpoint (`crate::proto::failover`, endpoint module). ISC dhcpd 4.4 implements no
+//! digest: it never sends one and ignores one it receives (spec note §13).
 //!
 //! # Where the seed ([MS-DHCPF]) and our spec note (`failover-v4.md`) disagree
 //!

@@ -310,6 +310,9 @@ pub const DDNS_FLAG_SERVER_CONTROLS_PTR: u16 = 0x0008;
 /// §2.2 names the algorithm, not the type byte).
 pub const DIGEST_HMAC_MD5: u8 = 1;
 pub const DIGEST_HMAC_SHA256: u8 = 2;
+/// Digest bytes after the type byte: 16 for HMAC-MD5 (draft §11.1), 32 for HMAC-SHA256.
+pub const DIGEST_HMAC_MD5_LEN: usize = 16;
+pub const DIGEST_HMAC_SHA256_LEN: usize = 32;
 /// The magic cookie that starts client-request/reply-options (draft §12.7, §12.8).
 pub const DHCP_COOKIE: [u8; 4] = [99, 130, 83, 99];
 
