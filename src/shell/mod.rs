@@ -63,6 +63,10 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Running, String> 
     let failover = match (&config.failover, gate) {
         (Some(f), Some(gate)) => {
             let persisted = failover::persisted_state(&relationships, &f.endpoint.name);
+            let f = &crate::config::FailoverConfig {
+                core: failover_core(config)?,
+                ..f.clone()
+            };
             Some(failover::start(
                 f,
                 server.clone(),
@@ -146,6 +150,17 @@ pub fn worker_cores(config: &Config) -> Result<Vec<Option<usize>>, String> {
         .map_err(|e| format!("tuning profile {}: {e}", path.display()))?;
     tracing::info!(profile = %path.display(), ?cores, "workers placed by the tuning profile");
     Ok(cores.into_iter().map(Some).collect())
+}
+
+/// The failover thread's core: `[failover] core`, else the tuning profile's `cpu.failover`.
+fn failover_core(config: &Config) -> Result<Option<usize>, String> {
+    let configured = config.failover.as_ref().and_then(|f| f.core);
+    let (None, Some((path, iface))) = (configured, &config.server.tuning_profile) else {
+        return Ok(configured);
+    };
+    crate::tune::load_profile(path)?
+        .failover_core(iface.as_deref())
+        .map_err(|e| format!("tuning profile {}: {e}", path.display()))
 }
 
 /// Opens the lease log and puts every binding it holds back into the lease table.
