@@ -18,7 +18,6 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -26,10 +25,10 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ringlease::control::Client;
-use ringlease::proto::wire::dhcp::{MessageType, Packet, PacketWriter};
-use ringlease::proto::wire::options::code;
+use ringlease::proto::wire::dhcp::MessageType;
 use serde_json::{json, Value};
 
+use super::relay::Relay;
 use super::{
     read_lossy, ringlease_bin, run_bounded, wait_for, Child, Netns, ServerCfg, SubnetCfg, TempDir,
     READY_TIMEOUT, STOP_GRACE,
@@ -47,8 +46,6 @@ pub const SUBNET: &str = "127.0.0.0/8";
 pub const BIG_POOL: &str = "127.64.0.1-127.65.255.254";
 pub const SMALL_POOL: &str = "127.64.0.1-127.64.3.254";
 pub const LEASE_TIME_S: u32 = 3600;
-/// How long one relayed request waits for its answer (loopback: longer is a lost reply).
-const ANSWER_WAIT: Duration = Duration::from_millis(500);
 /// Transmissions of one request before the exchange is a failure.
 const TRIES: u32 = 3;
 
@@ -668,9 +665,9 @@ pub struct Granted {
 }
 
 /// A relay agent at [`RELAY`]:[`DHCP_PORT`] inside the pair's namespace; sends each request
-/// to the server the caller names (unicast).
+/// to the server the caller names (unicast). The shared loopback relay does the packets.
 pub struct NsRelay {
-    socket: UdpSocket,
+    relay: Relay,
 }
 
 impl NsRelay {
@@ -678,22 +675,14 @@ impl NsRelay {
         let socket = in_netns(ns, || {
             UdpSocket::bind(SocketAddrV4::new(RELAY, DHCP_PORT)).expect("bind the relay")
         });
-        socket
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .expect("set_read_timeout");
-        NsRelay { socket }
+        NsRelay {
+            relay: Relay::with_socket(socket, SocketAddrV4::new(PRIMARY, DHCP_PORT)),
+        }
     }
 
-    /// Client `index`'s hardware address (02:fa:…: locally administered, unicast).
+    /// Client `index`'s hardware address.
     pub fn mac(index: u32) -> [u8; 6] {
-        [
-            2,
-            0xfa,
-            (index >> 24) as u8,
-            (index >> 16) as u8,
-            (index >> 8) as u8,
-            index as u8,
-        ]
+        Relay::mac(index)
     }
 
     /// How the servers name client `index` (`ctl lease`, `log dump`).
@@ -705,59 +694,7 @@ impl NsRelay {
         format!("hw {}", hw.join(":"))
     }
 
-    /// Sends one request to `server` and waits (at most [`ANSWER_WAIT`]) for its answer.
-    pub fn exchange(
-        &self,
-        server: Ipv4Addr,
-        index: u32,
-        msg: MessageType,
-        requested: Option<Ipv4Addr>,
-        server_id: Option<Ipv4Addr>,
-    ) -> Option<(MessageType, Ipv4Addr, Option<u32>)> {
-        let mut buf = [0u8; 1500];
-        let xid = index.rotate_left(8) ^ ((msg as u32) << 24) ^ 0x5a5a;
-        let mut w = PacketWriter::new(&mut buf, 600);
-        w.set_op(1);
-        w.set_htype(1);
-        w.set_chaddr(&Self::mac(index));
-        w.set_xid(xid);
-        w.set_giaddr(RELAY);
-        w.push_u8(code::MESSAGE_TYPE, msg as u8).unwrap();
-        if let Some(ip) = requested {
-            w.push_ip(code::REQUESTED_IP, ip).unwrap();
-        }
-        if let Some(ip) = server_id {
-            w.push_ip(code::SERVER_ID, ip).unwrap();
-        }
-        let len = w.finish();
-        loop_send(
-            &self.socket,
-            &buf[..len],
-            SocketAddrV4::new(server, DHCP_PORT),
-        );
-        let deadline = Instant::now() + ANSWER_WAIT;
-        while Instant::now() < deadline {
-            match self.socket.recv(&mut buf) {
-                Ok(n) => {
-                    let Ok(reply) = Packet::parse(&buf[..n]) else {
-                        continue;
-                    };
-                    if reply.xid() == xid && reply.chaddr().get(..6) == Some(&Self::mac(index)) {
-                        return Some((reply.message_type(), reply.yiaddr(), reply.lease_time_s()));
-                    }
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                    ) => {}
-                Err(e) => panic!("relay receive: {e}"),
-            }
-        }
-        None
-    }
-
-    /// `exchange`, retransmitted up to [`TRIES`] times while unanswered.
+    /// One request to `server`, retransmitted up to [`TRIES`] times while unanswered.
     fn ask(
         &self,
         server: Ipv4Addr,
@@ -766,7 +703,12 @@ impl NsRelay {
         requested: Option<Ipv4Addr>,
         server_id: Option<Ipv4Addr>,
     ) -> Option<(MessageType, Ipv4Addr, Option<u32>)> {
-        (0..TRIES).find_map(|_| self.exchange(server, index, msg, requested, server_id))
+        let to = SocketAddrV4::new(server, DHCP_PORT);
+        (0..TRIES).find_map(|_| {
+            self.relay
+                .exchange_with(to, index, msg, requested, server_id)
+                .map(|a| (a.message_type, a.yiaddr, a.lease_time_s))
+        })
     }
 
     /// DISCOVER, OFFER, REQUEST, ACK with `server` (its server id is its address).
@@ -804,16 +746,6 @@ impl NsRelay {
         range
             .map(|i| self.dora(server, i).unwrap_or_else(|e| panic!("{e}")))
             .collect()
-    }
-}
-
-fn loop_send(socket: &UdpSocket, bytes: &[u8], to: SocketAddrV4) {
-    for _ in 0..3 {
-        match socket.send_to(bytes, to) {
-            Ok(_) => return,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => panic!("relay send to {to}: {e}"),
-        }
     }
 }
 

@@ -32,11 +32,13 @@ pub struct Relay {
 impl Relay {
     pub fn new(port: u16) -> Relay {
         let socket = UdpSocket::bind(SocketAddrV4::new(RELAY, port)).expect("bind relay");
+        Relay::with_socket(socket, SocketAddrV4::new(SERVER, port))
+    }
+
+    /// A relay on a socket bound elsewhere (e.g. inside a test's namespace), towards `server`.
+    pub fn with_socket(socket: UdpSocket, server: SocketAddrV4) -> Relay {
         socket.set_read_timeout(Some(ANSWER_WAIT)).unwrap();
-        Relay {
-            socket,
-            server: SocketAddrV4::new(SERVER, port),
-        }
+        Relay { socket, server }
     }
 
     pub fn mac(index: u32) -> [u8; 6] {
@@ -69,6 +71,18 @@ impl Relay {
         requested: Option<Ipv4Addr>,
         server_id: Option<Ipv4Addr>,
     ) -> Option<Answer> {
+        self.exchange_with(self.server, index, msg, requested, server_id)
+    }
+
+    /// [`Relay::exchange`] with another server than the relay's own.
+    pub fn exchange_with(
+        &self,
+        server: SocketAddrV4,
+        index: u32,
+        msg: MessageType,
+        requested: Option<Ipv4Addr>,
+        server_id: Option<Ipv4Addr>,
+    ) -> Option<Answer> {
         let mut buf = [0u8; 1500];
         let xid = index ^ ((msg as u32) << 24);
         let mut w = PacketWriter::new(&mut buf, 600);
@@ -87,7 +101,13 @@ impl Relay {
         w.push(code::PARAMETER_REQUEST_LIST, &[code::DNS_SERVERS])
             .unwrap();
         let len = w.finish();
-        self.socket.send_to(&buf[..len], self.server).unwrap();
+        // A signal may interrupt the send; a second one as well, seldom a third.
+        let sent = (0..3).any(|_| match self.socket.send_to(&buf[..len], server) {
+            Ok(_) => true,
+            Err(e) if e.kind() == ErrorKind::Interrupted => false,
+            Err(e) => panic!("relay send to {server}: {e}"),
+        });
+        assert!(sent, "relay send to {server}: interrupted three times");
         let deadline = Instant::now() + ANSWER_WAIT;
         while Instant::now() < deadline {
             match self.socket.recv(&mut buf) {
