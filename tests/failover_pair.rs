@@ -5,7 +5,8 @@
 //! What is guarded: a cold pair reaches NORMAL; a lease granted by the primary appears on the
 //! secondary with the same client and an expiry no shorter than the client's; 100,000 leases
 //! all arrive; a secondary killed with SIGKILL catches up after a restart; a shared secret
-//! keeps a mismatched partner out and lets the matching one in; and Wireshark's dissector, an
+//! keeps a mismatched partner out and lets the matching one in; hostile bytes from the
+//! partner's address close that connection, not the server; and Wireshark's dissector, an
 //! implementation nobody here wrote, decodes the whole session.
 //!
 //! Latencies are measured and printed, never asserted; every wait is bounded by a condition
@@ -941,4 +942,85 @@ fn tshark_decodes_session() {
         from(&secondary, 4),
         "every BNDUPD of the primary is answered by one BNDACK of the secondary"
     );
+}
+
+/// Reads until the server closes the connection (true) or `limit` passes (false).
+fn closed_by_server(stream: &mut std::net::TcpStream, limit: Duration) -> bool {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {} // a DISCONNECT or CONNECTACK before the close
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => {}
+        }
+    }
+    false
+}
+
+/// A hostile partner on the real TCP path: garbage, a length field past the limit, and a frame
+/// cut short then abandoned. Each connection is closed by the secondary (never a panic), the
+/// server keeps running, and the real primary still reaches NORMAL with it afterwards.
+#[test]
+fn hostile_partner_bytes_close_the_connection_not_the_server() {
+    use std::io::Write;
+    use std::net::{SocketAddrV4, TcpStream};
+    let _g = serial();
+    require_root();
+    let cfg = FailoverCfg::default();
+    let mut pair = Pair::new("fohostile", SMALL_POOL, &cfg, &cfg);
+    pair.secondary.start(&pair.ns);
+    let secondary = SocketAddrV4::new(common::failover::SECONDARY, FAILOVER_PORT);
+    let attacks: [(&str, Vec<u8>); 3] = [
+        (
+            "garbage",
+            (0..600u32).map(|i| (i * 37 % 251) as u8).collect(),
+        ),
+        // length 0xffff: beyond the 2048-byte maximum
+        (
+            "oversized length",
+            vec![0xff, 0xff, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0],
+        ),
+        // a header whose payload offset points inside the header
+        (
+            "payload offset below the header",
+            vec![0, 12, 1, 4, 0, 0, 0, 0, 0, 0, 0, 0],
+        ),
+    ];
+    for (what, bytes) in attacks {
+        // From the primary's address: the secondary only talks to its configured partner.
+        let mut stream = common::failover::in_netns(&pair.ns, move || {
+            let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                .expect("socket");
+            socket
+                .bind(&SocketAddrV4::new(PRIMARY, 0).into())
+                .expect("bind to the primary's address");
+            socket
+                .connect_timeout(&secondary.into(), Duration::from_secs(5))
+                .expect("connect to the secondary");
+            TcpStream::from(socket)
+        });
+        stream.write_all(&bytes).expect("send");
+        assert!(
+            closed_by_server(&mut stream, Duration::from_secs(10)),
+            "{what}: the secondary kept the connection open"
+        );
+        pair.secondary.assert_running();
+    }
+    let log = pair.secondary.log();
+    for line in log.lines().filter(|l| l.contains("closing the connection")) {
+        eprintln!("{line}");
+    }
+    assert!(
+        log.contains("closing the connection"),
+        "the secondary logs why it closed: {}",
+        tail(&log, 20)
+    );
+    pair.primary.start(&pair.ns);
+    pair.wait_normal(SETTLE);
 }
