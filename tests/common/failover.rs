@@ -30,8 +30,8 @@ use serde_json::{json, Value};
 
 use super::relay::Relay;
 use super::{
-    read_lossy, ringlease_bin, run_bounded, wait_for, Child, Netns, ServerCfg, SubnetCfg, TempDir,
-    READY_TIMEOUT, STOP_GRACE,
+    poll_until, read_lossy, ringlease_bin, run_bounded, wait_for, Child, Netns, ServerCfg,
+    SubnetCfg, TempDir, READY_TIMEOUT, STOP_GRACE,
 };
 
 pub const PRIMARY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
@@ -857,24 +857,6 @@ pub fn told_expiries(node: &Node, granted: &[Granted]) -> Vec<u64> {
             expires
         })
         .collect()
-}
-
-/// Like [`wait_for`], with a chosen polling interval.
-pub fn poll_until<T>(
-    limit: Duration,
-    every: Duration,
-    mut cond: impl FnMut() -> Option<T>,
-) -> Option<T> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = cond() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(every);
-    }
 }
 
 /// Duration statistics for printing.

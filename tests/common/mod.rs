@@ -209,7 +209,16 @@ pub fn run_ok(cmd: Command, limit: Duration) -> Output {
 }
 
 /// Polls `cond` every 50 ms until it returns `Some` or `limit` passes.
-pub fn wait_for<T>(limit: Duration, mut cond: impl FnMut() -> Option<T>) -> Option<T> {
+pub fn wait_for<T>(limit: Duration, cond: impl FnMut() -> Option<T>) -> Option<T> {
+    poll_until(limit, Duration::from_millis(50), cond)
+}
+
+/// Like [`wait_for`], with a chosen polling interval.
+pub fn poll_until<T>(
+    limit: Duration,
+    every: Duration,
+    mut cond: impl FnMut() -> Option<T>,
+) -> Option<T> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = cond() {
@@ -218,7 +227,7 @@ pub fn wait_for<T>(limit: Duration, mut cond: impl FnMut() -> Option<T>) -> Opti
         if Instant::now() >= deadline {
             return None;
         }
-        sleep(Duration::from_millis(50));
+        sleep(every);
     }
 }
 
