@@ -216,8 +216,8 @@ proptest! {
         for r in latest.values() {
             prop_assert!(restarted.leases.restore(&restarted.settings().subnets, &r.change()));
         }
-        original.expire(now);
-        restarted.expire(now);
+        original.expire(now, &mut Volatile);
+        restarted.expire(now, &mut Volatile);
         prop_assert_eq!(table_records(&original), table_records(&restarted));
     }
 }
@@ -238,7 +238,7 @@ fn run(
     for op in ops {
         let Some(client) = op.client() else {
             now += op.wait_s();
-            server.expire(now);
+            server.expire(now, &mut Volatile);
             continue;
         };
         let lease = leased.get(&client).map(|&(ip, _)| ip);
@@ -359,7 +359,7 @@ fn pair() -> [(Server, Arc<ServiceGate>); 2] {
     [(Role::Primary, "192.0.2.1"), (Role::Secondary, "192.0.2.2")].map(|(role, id)| {
         let (policy, subnets) = settings(id);
         let gate = Arc::new(ServiceGate::new(role, Dialect::Ringlease, 128));
-        gate.set_state(FailoverState::CommunicationsInterrupted, MCLT_S);
+        gate.set_state(FailoverState::CommunicationsInterrupted, MCLT_S, 0);
         let share = PoolShare::new(role, 128, None);
         let server = Server::with_failover(policy, subnets, Some(share), Some(gate.clone()));
         (server, gate)
@@ -386,10 +386,18 @@ fn run_pair(pair: &[(Server, Arc<ServiceGate>); 2], ops: &[PairOp]) -> Result<()
     let mut leased: HashMap<(usize, u8), Ipv4Addr> = HashMap::new();
     // The truth the ACKs and RELEASE/DECLINE answers told: address → (client, lease end).
     let mut holders: HashMap<Ipv4Addr, (u8, u64)> = HashMap::new();
+    // PARTNER-DOWN means the partner is down: from then on it answers nobody (its return
+    // through RECOVER needs replication, which the chaos simulation covers).
+    let mut down: Option<usize> = None;
     for op in ops {
         let (at, op) = match op {
+            PairOp::State(at, _) if down == Some(*at) => continue,
             PairOp::State(at, state) => {
-                pair[*at].1.set_state(STATES[*state], MCLT_S);
+                pair[*at].1.set_state(STATES[*state], MCLT_S, now);
+                if STATES[*state] == FailoverState::PartnerDown {
+                    down = Some(1 - *at);
+                    pair[1 - *at].1.set_state(FailoverState::Startup, MCLT_S, now);
+                }
                 continue;
             }
             PairOp::To(at, op) => (*at, op),
@@ -398,7 +406,7 @@ fn run_pair(pair: &[(Server, Arc<ServiceGate>); 2], ops: &[PairOp]) -> Result<()
         let Some(client) = op.client() else {
             now += op.wait_s();
             for (server, _) in pair {
-                server.expire(now);
+                server.expire(now, &mut Volatile);
             }
             continue;
         };

@@ -146,6 +146,11 @@ pub enum LeaseState {
     Released,
     /// The lease ran out: free, remembered like `Released`.
     Expired,
+    /// Free, and a failover partner knows it: an ended binding the partner acknowledged, or
+    /// the partner's own EXPIRED / RELEASED / FREE. The client is remembered as for `Released`.
+    /// With a partner, `Released` and `Expired` are not free for other clients until they
+    /// become `Free` (draft §7.3, see [`PartnerDown`] for the exception).
+    Free,
 }
 
 impl LeaseState {
@@ -156,6 +161,7 @@ impl LeaseState {
             LeaseState::Declined => "declined",
             LeaseState::Released => "released",
             LeaseState::Expired => "expired",
+            LeaseState::Free => "free",
         }
     }
 
@@ -236,6 +242,24 @@ impl Journal for Volatile {
 pub struct LeaseTime {
     pub desired_s: u32,
     pub mclt_s: Option<u32>,
+    /// Set in PARTNER-DOWN: what the partner held becomes usable after waiting out the MCLT.
+    pub partner_down: Option<PartnerDown>,
+}
+
+/// PARTNER-DOWN as the allocation rules see it (draft §7.3, §9.4.2): since `since_s` the
+/// partner is taken to be down. Its share of the free addresses becomes ours at
+/// `since_s + mclt_s`; an address whose end the partner never acknowledged becomes reusable
+/// MCLT after the latest time the partner may know of it (see [`Slot::reusable_at`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartnerDown {
+    pub since_s: u64,
+    pub mclt_s: u32,
+}
+
+impl PartnerDown {
+    fn partner_share_open(&self, now_s: u64) -> bool {
+        now_s >= self.since_s.saturating_add(u64::from(self.mclt_s))
+    }
 }
 
 impl LeaseTime {
@@ -244,6 +268,7 @@ impl LeaseTime {
         LeaseTime {
             desired_s,
             mclt_s: None,
+            partner_down: None,
         }
     }
 
@@ -388,6 +413,11 @@ struct Slot {
     state: LeaseState,
     /// The address sits in one of its shard's free lists (at most once).
     queued: bool,
+    /// A failover partner may still take the address for `client`'s: its binding is, or was,
+    /// bound and the partner has not acknowledged its end. Only `client` may get it (draft
+    /// §7.3) until it becomes `Free`, or in PARTNER-DOWN at [`Slot::reusable_at`]. An offer
+    /// leaves the flag as the last record set it.
+    frozen: bool,
 }
 
 const _: () = assert!(std::mem::size_of::<Slot>() <= 56);
@@ -412,6 +442,7 @@ impl Slot {
             partner_expiry_s: 0,
             cltt_s: 0,
             queued,
+            frozen: false,
         }
     }
 
@@ -419,8 +450,32 @@ impl Slot {
         u64::from(self.expires_s)
     }
 
-    fn is_free(&self, now_s: u64) -> bool {
+    /// Has the state ended by `now_s` (or is it an ended state)?
+    fn ran_out(&self, now_s: u64) -> bool {
         !self.state.is_timed() || self.expires_s() <= now_s
+    }
+
+    /// May a client other than the slot's get the address at `now_s`?
+    fn is_free(&self, now_s: u64, partner_down: Option<PartnerDown>) -> bool {
+        self.ran_out(now_s)
+            && (!self.frozen || partner_down.is_some_and(|pd| now_s >= self.reusable_at(pd)))
+    }
+
+    /// In PARTNER-DOWN, when a frozen address may go to another client (draft §7.3): MCLT after
+    /// the latest of the PARTNER-DOWN start, the lease end and every expiration time the partner
+    /// may know (the PET we sent, the one it acknowledged or sent us). A binding made in
+    /// PARTNER-DOWN that the partner never heard of needs no wait.
+    fn reusable_at(&self, pd: PartnerDown) -> u64 {
+        let told = u64::from(self.cltt_s) < pd.since_s || self.partner_expiry_s != 0;
+        if !told {
+            return self.expires_s();
+        }
+        let known = pd
+            .since_s
+            .max(self.expires_s())
+            .max(u64::from(self.pet_s))
+            .max(u64::from(self.partner_expiry_s));
+        known.saturating_add(u64::from(pd.mclt_s))
     }
 
     fn owned_by(&self, client: &[u8]) -> bool {
@@ -468,12 +523,14 @@ impl Slot {
     }
 
     /// The record this slot stands for, as the lease log has it. An offer is not a recorded
-    /// state: what was last recorded of an offered address is that it was free.
-    fn recorded(&self, ip: u32) -> Change<'_> {
+    /// state: what was last recorded of an offered address is that it was free (with a
+    /// `failover` partner: Free if the partner knows, else an end it has yet to acknowledge).
+    fn recorded(&self, ip: u32, failover: bool) -> Change<'_> {
         Change {
             seq: self.seq,
             ip: Ipv4Addr::from(ip),
             state: match self.state {
+                LeaseState::Offered if failover && !self.frozen => LeaseState::Free,
                 LeaseState::Offered => LeaseState::Expired,
                 state => state,
             },
@@ -503,8 +560,12 @@ struct AddrShard {
     /// released is the last to be reused. Entries are checked when popped (an entry may have
     /// been taken since).
     free: VecDeque<u32>,
-    /// Free addresses of the partner's share: not allocated here in part 1 (see [`PoolShare`]).
+    /// Free addresses of the partner's share: allocated here only in PARTNER-DOWN, MCLT after
+    /// it began.
     partner_free: VecDeque<u32>,
+    /// Frozen addresses whose binding ended (Released, Expired), oldest first: where
+    /// PARTNER-DOWN finds them once their wait is over. Checked when taken, like `free`.
+    ended: VecDeque<u32>,
     /// (due, address): when a timed state of the address may end.
     expiries: BinaryHeap<Reverse<(u32, u32)>>,
     share: Option<PoolShare>,
@@ -516,6 +577,7 @@ impl AddrShard {
             slots: HashMap::new(),
             free: VecDeque::new(),
             partner_free: VecDeque::new(),
+            ended: VecDeque::new(),
             expiries: BinaryHeap::new(),
             share,
         }
@@ -554,17 +616,33 @@ impl AddrShard {
 
     /// Is `ip` free for `client` (never used, free, or offered or leased to this client)? A
     /// declined address is available to nobody until its hold ends.
-    fn available_to(&self, ip: u32, client: &[u8], now_s: u64) -> bool {
+    fn available_to(
+        &self,
+        ip: u32,
+        client: &[u8],
+        now_s: u64,
+        partner_down: Option<PartnerDown>,
+    ) -> bool {
         self.slots.get(&ip).is_none_or(|s| {
-            s.is_free(now_s) || (s.owned_by(client) && s.state != LeaseState::Declined)
+            s.is_free(now_s, partner_down)
+                || (s.owned_by(client) && s.state != LeaseState::Declined)
         })
     }
 
     /// May `client` get `ip` as a new allocation or keep it? Always for what it holds; for
-    /// anything else only from our share (reservations are both sides': draft §5.13).
-    fn allocatable_to(&self, subnet: &Subnet, ip: u32, client: &[u8], now_s: u64) -> bool {
+    /// anything else only from our share (reservations are both sides': draft §5.13), or in
+    /// PARTNER-DOWN from the partner's share too once MCLT has passed.
+    fn allocatable_to(
+        &self,
+        subnet: &Subnet,
+        ip: u32,
+        client: &[u8],
+        now_s: u64,
+        partner_down: Option<PartnerDown>,
+    ) -> bool {
         self.home(subnet, ip) != Home::Partners
             || subnet.reserved_to(Ipv4Addr::from(ip)).is_some()
+            || partner_down.is_some_and(|pd| pd.partner_share_open(now_s))
             || self
                 .slots
                 .get(&ip)
@@ -605,6 +683,7 @@ impl AddrShard {
     fn set(&mut self, subnet: &Subnet, change: &Change<'_>) {
         let ip = u32::from(change.ip);
         let home = self.home(subnet, ip);
+        let failover = self.share.is_some();
         let slot = self.slot_mut(subnet, ip);
         if !slot.owned_by(change.client) {
             slot.client = (!change.client.is_empty()).then(|| ClientKey(change.client.into()));
@@ -616,10 +695,21 @@ impl AddrShard {
         slot.pet_s = time32(change.potential_expiry_s);
         slot.partner_expiry_s = time32(change.partner_expiry_s);
         slot.cltt_s = time32(change.cltt_s);
-        let queue = !change.state.is_timed() && !slot.queued && home != Home::Outside;
+        // With a partner, whatever it may think bound stays the client's until it knows better.
+        slot.frozen = failover
+            && matches!(
+                change.state,
+                LeaseState::Bound | LeaseState::Released | LeaseState::Expired
+            );
+        let ended_frozen = slot.frozen && !change.state.is_timed();
+        let queue =
+            !change.state.is_timed() && !slot.frozen && !slot.queued && home != Home::Outside;
         if queue {
             slot.queued = true;
             self.push_free(ip, home);
+        }
+        if ended_frozen && home != Home::Outside {
+            self.ended.push_back(ip);
         }
         self.schedule(ip);
     }
@@ -645,22 +735,51 @@ impl AddrShard {
         slot.state = state;
         slot.expires_s = time32(now_s);
         slot.since_s = time32(now_s);
-        if home != Home::Outside && !slot.queued {
+        if home == Home::Outside {
+            return;
+        }
+        if slot.frozen {
+            self.ended.push_back(ip);
+        } else if !slot.queued {
             slot.queued = true;
             self.push_free(ip, home);
         }
     }
 
     /// Pops free addresses of our share until one is really free and not reserved; when the
-    /// list runs dry, ends what expired first.
-    fn pop_free(&mut self, subnet: &Subnet, now_s: u64) -> Option<u32> {
+    /// list runs dry, ends what expired first. In PARTNER-DOWN, then the partner's share once
+    /// it is open, then frozen addresses whose wait is over.
+    fn pop_free(
+        &mut self,
+        subnet: &Subnet,
+        now_s: u64,
+        partner_down: Option<PartnerDown>,
+    ) -> Option<u32> {
         if self.free.is_empty() {
-            self.sweep(subnet, now_s);
+            self.sweep(subnet, now_s, None);
         }
-        while let Some(ip) = self.free.pop_front() {
+        if let Some(ip) = self.pop_usable(subnet, now_s, Home::Ours) {
+            return Some(ip);
+        }
+        let pd = partner_down?;
+        if pd.partner_share_open(now_s) {
+            if let Some(ip) = self.pop_usable(subnet, now_s, Home::Partners) {
+                return Some(ip);
+            }
+        }
+        self.pop_thawed(subnet, now_s, pd)
+    }
+
+    /// Pops `home`'s free list until an address is really free and not reserved.
+    fn pop_usable(&mut self, subnet: &Subnet, now_s: u64, home: Home) -> Option<u32> {
+        let list = match home {
+            Home::Partners => &mut self.partner_free,
+            _ => &mut self.free,
+        };
+        while let Some(ip) = list.pop_front() {
             let slot = self.slots.entry(ip).or_insert_with(|| Slot::fresh(false));
             slot.queued = false;
-            let usable = slot.is_free(now_s);
+            let usable = slot.is_free(now_s, None);
             if usable && subnet.reserved_to(Ipv4Addr::from(ip)).is_none() {
                 return Some(ip);
             }
@@ -668,9 +787,42 @@ impl AddrShard {
         None
     }
 
-    /// Ends the timed states that ran out by `now_s`; returns how many.
-    fn sweep(&mut self, subnet: &Subnet, now_s: u64) -> usize {
+    /// PARTNER-DOWN: a frozen ended address whose wait is over. Looks at a bounded number of
+    /// entries per call (those still waiting go to the back), so allocation stays cheap.
+    fn pop_thawed(&mut self, subnet: &Subnet, now_s: u64, pd: PartnerDown) -> Option<u32> {
+        const LOOK_AT: usize = 64;
+        for _ in 0..self.ended.len().min(LOOK_AT) {
+            let ip = self.ended.pop_front()?;
+            let Some(slot) = self.slots.get(&ip) else {
+                continue;
+            };
+            if !slot.frozen || slot.state.is_timed() {
+                continue; // stale: freed or bound again since
+            }
+            if subnet.reserved_to(Ipv4Addr::from(ip)).is_some() {
+                continue;
+            }
+            if slot.is_free(now_s, Some(pd)) {
+                return Some(ip);
+            }
+            self.ended.push_back(ip);
+        }
+        None
+    }
+
+    /// Ends the timed states that ran out by `now_s`; returns how many. Offers and decline
+    /// holds end unrecorded. A lease ends unrecorded too without a partner; with one, only
+    /// with `record` (the table's sequence and a journal): its end is recorded as Expired, so
+    /// it goes to the partner, and the address stays frozen until the partner acknowledges it.
+    /// Without `record`, or if recording fails, such a lease waits for the next sweep.
+    fn sweep(
+        &mut self,
+        subnet: &Subnet,
+        now_s: u64,
+        mut record: Option<(&AtomicU64, &mut dyn Journal)>,
+    ) -> usize {
         let mut ended = 0;
+        let mut later = Vec::new();
         while let Some(&Reverse((due_s, ip))) = self.expiries.peek() {
             if u64::from(due_s) > now_s {
                 break;
@@ -693,12 +845,50 @@ impl AddrShard {
                 self.expiries.push(Reverse((due_s, ip)));
                 continue;
             }
+            if slot.state == LeaseState::Bound && self.share.is_some() {
+                let key = slot.client.clone();
+                let expired = Change {
+                    seq: 0,
+                    ip: Ipv4Addr::from(ip),
+                    state: LeaseState::Expired,
+                    expires_s: slot.expires_s(),
+                    since_s: slot.expires_s(),
+                    client: key.as_ref().map_or(&[][..], |k| k.as_bytes()),
+                    potential_expiry_s: u64::from(slot.pet_s).max(slot.expires_s()),
+                    partner_expiry_s: u64::from(slot.partner_expiry_s),
+                    cltt_s: u64::from(slot.cltt_s),
+                };
+                let recorded = match record.as_mut() {
+                    Some((seq, journal)) => {
+                        let expired = Change {
+                            seq: next_seq(seq),
+                            ..expired
+                        };
+                        let ok = journal.record(&expired).is_ok();
+                        if ok {
+                            self.set(subnet, &expired);
+                        }
+                        ok
+                    }
+                    None => false,
+                };
+                if recorded {
+                    ended += 1;
+                } else {
+                    later.push(ip);
+                }
+                continue;
+            }
             if slot.state == LeaseState::Declined {
                 slot.client = None;
             }
             let expired_at = slot.expires_s();
             self.end(subnet, ip, LeaseState::Expired, expired_at);
             ended += 1;
+        }
+        // Pushed back only now, so this sweep does not meet them again.
+        for ip in later {
+            self.schedule(ip);
         }
         ended
     }
@@ -723,6 +913,10 @@ pub struct LeaseTable {
     subnets: Vec<SubnetLeases>,
     /// The last `seq` handed to a [`Change`].
     last_seq: AtomicU64,
+}
+
+fn next_seq(last: &AtomicU64) -> u64 {
+    last.fetch_add(1, Ordering::Relaxed) + 1
 }
 
 fn addr_shard(ip: u32) -> usize {
@@ -775,7 +969,7 @@ impl LeaseTable {
     /// changes of one address is the order of their `seq`. Public for records that share the
     /// order (the failover relationship's state).
     pub fn next_seq(&self) -> u64 {
-        self.last_seq.fetch_add(1, Ordering::Relaxed) + 1
+        next_seq(&self.last_seq)
     }
 
     /// Continues the sequence after `seq` (the highest of a replayed log, which may belong to a
@@ -834,8 +1028,8 @@ impl LeaseTable {
             }
             let ip = u32::from(ip);
             let mut shard = leases.addrs[addr_shard(ip)].lock();
-            if shard.available_to(ip, client, now_s)
-                && shard.allocatable_to(subnet, ip, client, now_s)
+            if shard.available_to(ip, client, now_s, lease.partner_down)
+                && shard.allocatable_to(subnet, ip, client, now_s, lease.partner_down)
             {
                 let (offered, key) = hold(&mut shard, ip);
                 drop(shard);
@@ -847,7 +1041,7 @@ impl LeaseTable {
         let first = client_shard(client);
         for i in 0..SHARDS {
             let mut shard = leases.addrs[(first + i) % SHARDS].lock();
-            if let Some(ip) = shard.pop_free(subnet, now_s) {
+            if let Some(ip) = shard.pop_free(subnet, now_s, lease.partner_down) {
                 let (offered, key) = hold(&mut shard, ip);
                 drop(shard);
                 self.remember(&mut clients, key, ip);
@@ -901,10 +1095,10 @@ impl LeaseTable {
             if !ours && !subnet.in_pool(ip) && subnet.reserved_to(ip).is_none() {
                 return Commit::NotOurs;
             }
-            if !shard.available_to(ip_u32, client, now_s) {
+            if !shard.available_to(ip_u32, client, now_s, lease.partner_down) {
                 return Commit::Conflict;
             }
-            if !shard.allocatable_to(subnet, ip_u32, client, now_s) {
+            if !shard.allocatable_to(subnet, ip_u32, client, now_s, lease.partner_down) {
                 // A free address of the partner's share: the partner allocates it.
                 return Commit::NotOurs;
             }
@@ -961,7 +1155,8 @@ impl LeaseTable {
             expires_s: now_s,
             since_s: now_s,
             client,
-            potential_expiry_s: 0,
+            // The partner may know the ended binding's PET: keep it (PARTNER-DOWN waits for it).
+            potential_expiry_s: u64::from(slot.pet_s).max(now_s),
             partner_expiry_s: u64::from(slot.partner_expiry_s),
             cltt_s: now_s,
         };
@@ -1081,8 +1276,9 @@ impl LeaseTable {
     /// Stores a binding the failover partner sent (an accepted BNDUPD), recording it in
     /// `journal` first; the caller makes it durable before it acknowledges it (draft §7.1.4).
     ///
-    /// ACTIVE → Bound to its client until its expiry; EXPIRED / RELEASED → Expired / Released,
-    /// remembered for the client; FREE, BACKUP, RESET → free; ABANDONED → Declined until its
+    /// ACTIVE → Bound to its client until its expiry; EXPIRED / RELEASED → Free (the receiver
+    /// of an accepted end frees the address itself, draft §5.11), remembered for the client;
+    /// FREE, BACKUP, RESET → Free without a client; ABANDONED → Declined until its
     /// expiry, or [`ABANDONED_HOLD_S`] if that has passed. The binding's PET becomes the
     /// address's partner expiration bound (draft §7.1.5: a lease may run MCLT beyond a received
     /// PET). The client index follows: the binding's client points at the address when it is
@@ -1100,10 +1296,9 @@ impl LeaseTable {
         let ended_s = if b.expires_s != 0 { b.expires_s } else { now_s };
         let (state, expires_s, keeps_client) = match b.status {
             BindingStatus::Active => (LeaseState::Bound, b.expires_s, true),
-            BindingStatus::Expired => (LeaseState::Expired, ended_s, true),
-            BindingStatus::Released => (LeaseState::Released, ended_s, true),
+            BindingStatus::Expired | BindingStatus::Released => (LeaseState::Free, ended_s, true),
             BindingStatus::Free | BindingStatus::Backup | BindingStatus::Reset => {
-                (LeaseState::Expired, now_s, false)
+                (LeaseState::Free, now_s, false)
             }
             BindingStatus::Abandoned => {
                 let until_s = if b.expires_s > now_s {
@@ -1178,8 +1373,12 @@ impl LeaseTable {
     /// records the address's binding again with that partner expiration bound, so later
     /// renewals may run up to MCLT beyond it.
     ///
-    /// Only an acknowledgement of the binding the address holds now counts (its PET is the one
-    /// that binding is sent with). Another PET was sent with an older binding of the address,
+    /// The acknowledgement of an ended binding (Released, Expired) frees the address: it is
+    /// recorded as Free and other clients may get it (draft §5.11: the sender of the end frees
+    /// the address when the BNDACK arrives).
+    ///
+    /// Only an acknowledgement of the binding the address holds now counts (its `status` and PET
+    /// are the ones that binding is sent with). Another PET was sent with an older binding of the address,
     /// perhaps another client's, and a newer update supersedes it: storing it could stretch the
     /// current client's lease by an expiry the partner never saw for that client. Such an
     /// acknowledgement, or one for an address we hold no record of, changes nothing.
@@ -1187,6 +1386,7 @@ impl LeaseTable {
         &self,
         subnets: &Subnets,
         ip: Ipv4Addr,
+        status: BindingStatus,
         partner_expiry_s: u64,
         journal: &mut dyn Journal,
     ) -> Result<(), StorageUnavailable> {
@@ -1195,21 +1395,47 @@ impl LeaseTable {
         };
         let ip_u32 = u32::from(ip);
         let mut shard = self.leases(subnet).addrs[addr_shard(ip_u32)].lock();
-        let Some(current) = shard.slots.get(&ip_u32).map(|s| s.recorded(ip_u32)) else {
+        let Some(slot) = shard.slots.get(&ip_u32) else {
             return Ok(());
         };
-        if time32(sent_pet(&current)) != time32(partner_expiry_s) {
+        let current = slot.recorded(ip_u32, true);
+        let ended = matches!(current.state, LeaseState::Released | LeaseState::Expired);
+        // An ended binding went out with its PET; an offer to the same client since may have
+        // moved the slot's expiry, not its PET (nor made a RELEASED an EXPIRED that matters).
+        let (sent, same_kind) = if ended {
+            let end = matches!(status, BindingStatus::Released | BindingStatus::Expired);
+            (u64::from(slot.pet_s), end)
+        } else {
+            (
+                sent_pet(&current),
+                to_failover_binding(&current).status == status,
+            )
+        };
+        if !same_kind || time32(sent) != time32(partner_expiry_s) {
             return Ok(());
         }
-        let seq = self.next_seq();
-        journal.record(&Change {
-            seq,
+        let offered = slot.state == LeaseState::Offered;
+        let key = shard.key_of(ip_u32);
+        let acked = Change {
+            seq: self.next_seq(),
+            state: if ended {
+                LeaseState::Free
+            } else {
+                current.state
+            },
             partner_expiry_s,
+            client: key.as_ref().map_or(&[][..], |k| k.as_bytes()),
             ..current
-        })?;
-        if let Some(slot) = shard.slots.get_mut(&ip_u32) {
-            slot.seq = seq;
-            slot.partner_expiry_s = time32(partner_expiry_s);
+        };
+        journal.record(&acked)?;
+        match shard.slots.get_mut(&ip_u32) {
+            // Keep the running offer; it is free for others once it ends.
+            Some(slot) if offered => {
+                slot.seq = acked.seq;
+                slot.partner_expiry_s = time32(partner_expiry_s);
+                slot.frozen = false;
+            }
+            _ => shard.set(subnet, &acked),
         }
         Ok(())
     }
@@ -1242,7 +1468,7 @@ impl LeaseTable {
                         if slot.seq == 0 {
                             continue; // never recorded: an offer of a fresh address
                         }
-                        visit(&slot.recorded(*ip));
+                        visit(&slot.recorded(*ip, shard.share.is_some()));
                     }
                 }
             }
@@ -1253,6 +1479,17 @@ impl LeaseTable {
     /// resend), in the chunks of [`LeaseTable::visit_records`].
     pub fn visit_bindings(&self, mut visit: impl FnMut(failover::Binding)) {
         self.visit_records(|change| visit(to_failover_binding(change)));
+    }
+
+    /// Calls `visit` with the failover binding of every address whose current record the
+    /// partner has not acknowledged, as far as the records tell (draft §5.17, "the partner is
+    /// up to date"): what a restarted server sends its partner again. See [`partner_has`].
+    pub fn visit_unacknowledged_bindings(&self, mut visit: impl FnMut(failover::Binding)) {
+        self.visit_records(|change| {
+            if !partner_has(change) {
+                visit(to_failover_binding(change));
+            }
+        });
     }
 
     /// The client's current offer or lease in `subnet`, if it still holds one at `now_s`.
@@ -1273,20 +1510,19 @@ impl LeaseTable {
 
     /// Ends every offer, lease and decline hold that ran out by `now_s`, returning how many.
     /// Call it periodically so free lists and counts stay current; allocation also sweeps a
-    /// shard by itself when its free list runs dry.
-    pub fn expire(&self, subnets: &Subnets, now_s: u64) -> usize {
-        subnets
-            .all()
-            .iter()
-            .zip(&self.subnets)
-            .map(|(subnet, leases)| {
-                leases
-                    .addrs
-                    .iter()
-                    .map(|shard| shard.lock().sweep(subnet, now_s))
-                    .sum::<usize>()
-            })
-            .sum()
+    /// shard by itself when its free list runs dry. With a failover partner, each lease end is
+    /// recorded in `journal` as Expired (for the partner: draft §7.1.1); an end that cannot be
+    /// recorded is tried again next time.
+    pub fn expire(&self, subnets: &Subnets, now_s: u64, journal: &mut dyn Journal) -> usize {
+        let mut ended = 0;
+        for (subnet, leases) in subnets.all().iter().zip(&self.subnets) {
+            for shard in &leases.addrs {
+                ended += shard
+                    .lock()
+                    .sweep(subnet, now_s, Some((&self.last_seq, &mut *journal)));
+            }
+        }
+        ended
     }
 
     /// Addresses by state in one subnet (walks the subnet: for status, not the hot path).
@@ -1297,14 +1533,14 @@ impl LeaseTable {
         };
         for shard in &self.leases(subnet).addrs {
             for slot in shard.lock().slots.values() {
-                if slot.is_free(now_s) {
+                if slot.ran_out(now_s) {
                     continue;
                 }
                 match slot.state {
                     LeaseState::Offered => counts.offered += 1,
                     LeaseState::Bound => counts.bound += 1,
                     LeaseState::Declined => counts.declined += 1,
-                    LeaseState::Released | LeaseState::Expired => {}
+                    LeaseState::Released | LeaseState::Expired | LeaseState::Free => {}
                 }
             }
         }
@@ -1355,7 +1591,14 @@ pub fn to_failover_binding(change: &Change<'_>) -> failover::Binding {
         LeaseState::Declined => BindingStatus::Abandoned,
         LeaseState::Released if has_client => BindingStatus::Released,
         LeaseState::Expired if has_client => BindingStatus::Expired,
-        LeaseState::Released | LeaseState::Expired | LeaseState::Offered => BindingStatus::Free,
+        LeaseState::Released | LeaseState::Expired | LeaseState::Offered | LeaseState::Free => {
+            BindingStatus::Free
+        }
+    };
+    // A FREE address belongs to no client (draft Table 7.1-1).
+    let (hardware, client_id) = match status {
+        BindingStatus::Free => (None, None),
+        _ => (hardware, client_id),
     };
     failover::Binding {
         ip: change.ip,
@@ -1367,6 +1610,21 @@ pub fn to_failover_binding(change: &Change<'_>) -> failover::Binding {
         pet_s: sent_pet(change),
         cltt_s: change.cltt_s,
         stos_s: change.since_s,
+    }
+}
+
+/// Does the partner know `change` already? A Free record is an acknowledged end or the
+/// partner's own; a Bound one carries the PET the partner acknowledged (or sent us), equal to
+/// the one it would be sent with. Anything else may be news to the partner; sending it again
+/// is harmless (ABANDONED from the partner is sent back, for one).
+fn partner_has(change: &Change<'_>) -> bool {
+    match change.state {
+        LeaseState::Free => true,
+        LeaseState::Bound => {
+            change.partner_expiry_s != 0
+                && time32(change.partner_expiry_s) == time32(sent_pet(change))
+        }
+        _ => false,
     }
 }
 
@@ -1398,8 +1656,8 @@ impl LocalBindings for TableView<'_> {
         let Some(slot) = shard.slots.get(&ip).filter(|s| s.seq != 0) else {
             return Lookup::NoRecord;
         };
-        let mut change = slot.recorded(ip);
-        if change.state.is_timed() && slot.is_free(self.now_s) {
+        let mut change = slot.recorded(ip, true);
+        if change.state.is_timed() && slot.ran_out(self.now_s) {
             // Ran out and not swept yet: what the sweep will make of it.
             if change.state == LeaseState::Declined {
                 change.client = &[];
@@ -1459,6 +1717,7 @@ mod tests {
         LeaseTime {
             desired_s,
             mclt_s: Some(MCLT),
+            partner_down: None,
         }
     }
 
@@ -1534,10 +1793,22 @@ mod tests {
         table.commit(&s.all()[0], c.as_bytes(), at, lease, now_s, &mut Volatile)
     }
 
+    /// The record `at` holds now.
+    fn table_record(table: &LeaseTable, at: Ipv4Addr) -> Record {
+        let mut found = None;
+        table.visit_records(|c| {
+            if c.ip == at {
+                found = Some(Record::of(c));
+            }
+        });
+        found.unwrap()
+    }
+
     /// The partner acknowledges the binding `at` holds now; returns the PET it acknowledged.
     fn ack(table: &LeaseTable, s: &Subnets, at: Ipv4Addr, journal: &mut dyn Journal) -> u64 {
         let pet = table.get(&s.all()[0], at).unwrap().potential_expiry_s;
-        table.partner_acked(s, at, pet, journal).unwrap();
+        let status = to_failover_binding(&table_record(table, at).change()).status;
+        table.partner_acked(s, at, status, pet, journal).unwrap();
         pet
     }
 
@@ -1622,7 +1893,7 @@ mod tests {
         );
         // Another client gets nothing of the acknowledged time once the address is free.
         let gone = acked + 10_000;
-        table.expire(&s, gone);
+        table.expire(&s, gone, &mut Volatile);
         assert_eq!(
             commit(&table, &s, &hw(2), at, failover(86_400), gone),
             Commit::Bound {
@@ -1683,15 +1954,13 @@ mod tests {
             (NOW + 2000, NOW + 2000, NOW - 5)
         );
 
-        for (status, state) in [
-            (BindingStatus::Expired, LeaseState::Expired),
-            (BindingStatus::Released, LeaseState::Released),
-        ] {
+        // The receiver of an accepted end frees the address, remembering the client.
+        for status in [BindingStatus::Expired, BindingStatus::Released] {
             store(&partner(ip(2), status, Some(&client)));
             let l = lease(ip(2));
             assert_eq!(
                 (l.state, l.client.as_ref()),
-                (state, Some(&client)),
+                (LeaseState::Free, Some(&client)),
                 "{status:?}"
             );
         }
@@ -1703,11 +1972,7 @@ mod tests {
             store(&partner(ip(3), BindingStatus::Active, Some(&hw(9))));
             store(&partner(ip(3), status, Some(&hw(9))));
             let l = lease(ip(3));
-            assert_eq!(
-                (l.state, l.client),
-                (LeaseState::Expired, None),
-                "{status:?}"
-            );
+            assert_eq!((l.state, l.client), (LeaseState::Free, None), "{status:?}");
             assert!(table.binding_of(subnet, hw(9).as_bytes(), NOW).is_none());
         }
         // ABANDONED: declined until the partner's hold ends, or ours if that has passed.
@@ -1882,9 +2147,17 @@ mod tests {
         assert_eq!(table.get(&s.all()[0], ip(5)).unwrap().partner_expiry_s, pet);
         assert_eq!(records(&table), vec![acked.clone()]);
         // No record, nothing to record.
-        table.partner_acked(&s, ip(6), NOW, &mut journal).unwrap();
         table
-            .partner_acked(&s, Ipv4Addr::new(192, 0, 2, 1), NOW, &mut journal)
+            .partner_acked(&s, ip(6), BindingStatus::Active, NOW, &mut journal)
+            .unwrap();
+        table
+            .partner_acked(
+                &s,
+                Ipv4Addr::new(192, 0, 2, 1),
+                BindingStatus::Active,
+                NOW,
+                &mut journal,
+            )
             .unwrap();
         assert_eq!(journal.0.len(), 2);
     }
@@ -1906,7 +2179,7 @@ mod tests {
         commit(&table, &s, &hw(2), ip(5), failover(86_400), NOW + 2);
         let mut journal = Recorder::default();
         table
-            .partner_acked(&s, ip(5), old_pet, &mut journal)
+            .partner_acked(&s, ip(5), BindingStatus::Active, old_pet, &mut journal)
             .unwrap();
         assert!(journal.0.is_empty());
         assert_eq!(table.get(subnet, ip(5)).unwrap().partner_expiry_s, 0);
@@ -2111,6 +2384,368 @@ mod tests {
             commit(&primary, &s, &hw(9002), partners, failover(DESIRED), NOW),
             Commit::Bound { .. }
         ));
+    }
+
+    /// A primary that owns every pool address (`mine`) or none (`none`).
+    fn primary_table(s: &Subnets, secondary_percent: u8) -> LeaseTable {
+        LeaseTable::with_share(
+            s,
+            Some(PoolShare::new(Role::Primary, 128, Some(secondary_percent))),
+        )
+    }
+
+    fn partner_down(since_s: u64, lease: LeaseTime) -> LeaseTime {
+        LeaseTime {
+            mclt_s: None,
+            partner_down: Some(PartnerDown {
+                since_s,
+                mclt_s: MCLT,
+            }),
+            ..lease
+        }
+    }
+
+    #[test]
+    fn a_released_address_waits_for_the_partners_ack_before_another_client_gets_it() {
+        let s = small();
+        let subnet = &s.all()[0];
+        let table = primary_table(&s, 0);
+        let (a, b, at) = (hw(1), hw(2), ip(5));
+        assert!(matches!(
+            commit(&table, &s, &a, at, failover(DESIRED), NOW),
+            Commit::Bound { .. }
+        ));
+        let mut log = Recorder::default();
+        assert_eq!(
+            table.release(subnet, a.as_bytes(), at, NOW + 10, &mut log),
+            Ok(true)
+        );
+        // The partner may still think `a` holds it: nobody else may have it (draft §7.3) …
+        assert_eq!(
+            commit(&table, &s, &b, at, failover(DESIRED), NOW + 20),
+            Commit::Conflict
+        );
+        let offered = table
+            .offer(
+                subnet,
+                b.as_bytes(),
+                Some(at),
+                NOW + 20,
+                30,
+                failover(DESIRED),
+            )
+            .unwrap();
+        assert_ne!(offered.ip, at);
+        // … but `a` may have it back.
+        let back = table
+            .offer(subnet, a.as_bytes(), None, NOW + 20, 30, failover(DESIRED))
+            .unwrap();
+        assert_eq!(back.ip, at);
+        table.forget_offer(subnet, a.as_bytes(), NOW + 21);
+        assert_eq!(
+            commit(&table, &s, &b, at, failover(DESIRED), NOW + 22),
+            Commit::Conflict,
+            "an offer to the same client must not thaw the address"
+        );
+        // The partner acknowledges the RELEASED binding: the address is free, durably.
+        let sent = to_failover_binding(&log.0[0].change());
+        assert_eq!(sent.status, BindingStatus::Released);
+        let mut acks = Recorder::default();
+        // Not by an acknowledgement of the binding it ended.
+        let bound_pet = table.get(subnet, at).unwrap().potential_expiry_s;
+        table
+            .partner_acked(&s, at, BindingStatus::Active, bound_pet, &mut acks)
+            .unwrap();
+        assert!(acks.0.is_empty());
+        table
+            .partner_acked(&s, at, sent.status, sent.pet_s, &mut acks)
+            .unwrap();
+        assert_eq!(acks.0.len(), 1);
+        assert_eq!(acks.0[0].state, LeaseState::Free);
+        assert!(matches!(
+            commit(&table, &s, &b, at, failover(DESIRED), NOW + 30),
+            Commit::Bound { .. }
+        ));
+        // Replaying the records gives the same answer: the Free record thaws it.
+        let replayed = primary_table(&s, 0);
+        for r in log.0.iter().chain(&acks.0) {
+            replayed.restore(&s, &r.change());
+        }
+        assert!(matches!(
+            commit(&replayed, &s, &b, at, failover(DESIRED), NOW + 30),
+            Commit::Bound { .. }
+        ));
+    }
+
+    #[test]
+    fn with_a_partner_a_lease_end_is_recorded_and_frozen_until_acked() {
+        let s = small();
+        let subnet = &s.all()[0];
+        let table = primary_table(&s, 0);
+        let (a, b, at) = (hw(1), hw(2), ip(5));
+        let Commit::Bound { expires_s } = commit(&table, &s, &a, at, failover(DESIRED), NOW) else {
+            panic!("not bound");
+        };
+        // Ran out but not yet swept: still not another client's.
+        assert_eq!(
+            commit(&table, &s, &b, at, failover(DESIRED), expires_s + 1),
+            Commit::Conflict
+        );
+        // A sweep without a journal (an allocation that ran dry) records nothing and ends
+        // nothing; the housekeeping sweep records the end for the partner.
+        let mut log = Recorder::default();
+        assert_eq!(table.expire(&s, expires_s + 2, &mut log), 1);
+        assert_eq!(log.0.len(), 1);
+        let expired = log.0[0].clone();
+        assert_eq!(
+            (expired.state, expired.ip, expired.client.as_slice()),
+            (LeaseState::Expired, at, a.as_bytes())
+        );
+        assert_eq!(
+            table.expire(&s, expires_s + 3, &mut log),
+            0,
+            "recorded once"
+        );
+        let sent = to_failover_binding(&expired.change());
+        assert_eq!(sent.status, BindingStatus::Expired);
+        assert_eq!(
+            commit(&table, &s, &b, at, failover(DESIRED), expires_s + 4),
+            Commit::Conflict
+        );
+        // A failing journal leaves the end to be recorded next time.
+        let other = ip(6);
+        let Commit::Bound { expires_s: end6 } =
+            commit(&table, &s, &hw(3), other, failover(DESIRED), NOW)
+        else {
+            panic!("not bound");
+        };
+        struct Full;
+        impl Journal for Full {
+            fn record(&mut self, _: &Change<'_>) -> Result<(), StorageUnavailable> {
+                Err(StorageUnavailable)
+            }
+        }
+        assert_eq!(table.expire(&s, end6 + 1, &mut Full), 0);
+        assert_eq!(table.expire(&s, end6 + 2, &mut log), 1);
+        table
+            .partner_acked(&s, at, sent.status, sent.pet_s, &mut log)
+            .unwrap();
+        assert_eq!(table.get(subnet, at).unwrap().state, LeaseState::Free);
+        assert!(matches!(
+            commit(&table, &s, &b, at, failover(DESIRED), expires_s + 5),
+            Commit::Bound { .. }
+        ));
+    }
+
+    #[test]
+    fn a_restart_resends_what_the_partner_has_not_acknowledged() {
+        let s = small();
+        let subnet = &s.all()[0];
+        let table = primary_table(&s, 0);
+        let bound = |n: u16, at: Ipv4Addr, now: u64| {
+            assert!(matches!(
+                commit(&table, &s, &hw(n), at, failover(DESIRED), now),
+                Commit::Bound { .. }
+            ));
+        };
+        bound(1, ip(1), NOW); // never acknowledged
+        bound(2, ip(2), NOW);
+        ack(&table, &s, ip(2), &mut Volatile); // acknowledged
+        bound(3, ip(3), NOW);
+        ack(&table, &s, ip(3), &mut Volatile);
+        bound(3, ip(3), NOW + 100); // renewed since: a new PET to send
+        bound(4, ip(4), NOW);
+        table
+            .release(subnet, hw(4).as_bytes(), ip(4), NOW + 5, &mut Volatile)
+            .unwrap(); // an end not acknowledged
+        bound(5, ip(5), NOW);
+        table
+            .release(subnet, hw(5).as_bytes(), ip(5), NOW + 5, &mut Volatile)
+            .unwrap();
+        let end = to_failover_binding(&table_record(&table, ip(5)).change());
+        table
+            .partner_acked(&s, ip(5), end.status, end.pet_s, &mut Volatile)
+            .unwrap(); // an acknowledged end: Free
+        table
+            .apply_partner(
+                &s,
+                &partner(ip(6), BindingStatus::Active, Some(&hw(6))),
+                NOW,
+                &mut Volatile,
+            )
+            .unwrap(); // the partner's own
+        let mut resent = Vec::new();
+        table.visit_unacknowledged_bindings(|b| resent.push((b.ip, b.status)));
+        resent.sort_by_key(|r| r.0);
+        assert_eq!(
+            resent,
+            [
+                (ip(1), BindingStatus::Active),
+                (ip(3), BindingStatus::Active),
+                (ip(4), BindingStatus::Released)
+            ]
+        );
+    }
+
+    #[test]
+    fn without_a_partner_an_ended_lease_is_free_at_once_and_expiries_are_not_recorded() {
+        let s = small();
+        let table = LeaseTable::new(&s);
+        let (a, b, at) = (hw(1), hw(2), ip(5));
+        let Commit::Bound { expires_s } =
+            commit(&table, &s, &a, at, LeaseTime::plain(DESIRED), NOW)
+        else {
+            panic!("not bound");
+        };
+        let mut log = Recorder::default();
+        assert_eq!(table.expire(&s, expires_s + 1, &mut log), 1);
+        assert!(log.0.is_empty());
+        assert!(matches!(
+            commit(&table, &s, &b, at, LeaseTime::plain(DESIRED), expires_s + 1),
+            Commit::Bound { .. }
+        ));
+    }
+
+    #[test]
+    fn in_partner_down_an_unacknowledged_end_is_reusable_mclt_after_what_the_partner_knows() {
+        let s = small();
+        let subnet = &s.all()[0];
+        let table = primary_table(&s, 0);
+        let (a, b, at) = (hw(1), hw(2), ip(5));
+        assert!(matches!(
+            commit(&table, &s, &a, at, failover(DESIRED), NOW),
+            Commit::Bound { .. }
+        ));
+        let acked = ack(&table, &s, at, &mut Volatile);
+        table
+            .release(subnet, a.as_bytes(), at, NOW + 10, &mut Volatile)
+            .unwrap();
+        let since = NOW + 20;
+        // The partner acknowledged a PET of `acked`: it may believe in the lease until then.
+        let ready = acked + u64::from(MCLT);
+        assert_eq!(
+            commit(
+                &table,
+                &s,
+                &b,
+                at,
+                partner_down(since, failover(DESIRED)),
+                ready - 1
+            ),
+            Commit::Conflict
+        );
+        assert!(matches!(
+            commit(
+                &table,
+                &s,
+                &b,
+                at,
+                partner_down(since, failover(DESIRED)),
+                ready
+            ),
+            Commit::Bound { .. }
+        ));
+        // An address leased and released in PARTNER-DOWN, never told: free at once.
+        let other = ip(7);
+        let now = ready + 100;
+        assert!(matches!(
+            commit(
+                &table,
+                &s,
+                &hw(3),
+                other,
+                partner_down(since, failover(DESIRED)),
+                now
+            ),
+            Commit::Bound { .. }
+        ));
+        table
+            .release(subnet, hw(3).as_bytes(), other, now + 1, &mut Volatile)
+            .unwrap();
+        assert!(matches!(
+            commit(
+                &table,
+                &s,
+                &hw(4),
+                other,
+                partner_down(since, failover(DESIRED)),
+                now + 2
+            ),
+            Commit::Bound { .. }
+        ));
+        // Outside PARTNER-DOWN the same address is frozen.
+        table
+            .release(subnet, hw(4).as_bytes(), other, now + 3, &mut Volatile)
+            .unwrap();
+        assert_eq!(
+            commit(&table, &s, &hw(5), other, failover(DESIRED), now + 4),
+            Commit::Conflict
+        );
+    }
+
+    #[test]
+    fn in_partner_down_the_partners_share_opens_after_mclt() {
+        let s = small();
+        let subnet = &s.all()[0];
+        let table = primary_table(&s, 100); // every free address is the secondary's
+        let since = NOW;
+        let offer = |n: u16, lease: LeaseTime, now: u64| {
+            table.offer(subnet, hw(n).as_bytes(), None, now, 30, lease)
+        };
+        assert_eq!(
+            offer(1, failover(DESIRED), NOW),
+            Err(DropReason::PoolExhausted)
+        );
+        let pd = partner_down(since, failover(DESIRED));
+        let open = since + u64::from(MCLT);
+        assert_eq!(offer(1, pd, open - 1), Err(DropReason::PoolExhausted));
+        let got = offer(1, pd, open).unwrap();
+        assert_eq!(
+            PoolShare::new(Role::Primary, 128, Some(100)).owner(got.ip),
+            Role::Secondary
+        );
+        assert!(matches!(
+            commit(&table, &s, &hw(1), got.ip, pd, open),
+            Commit::Bound { .. }
+        ));
+        // An ended binding of the partner's, in PARTNER-DOWN: found once its wait is over.
+        let theirs = ip(9);
+        table
+            .apply_partner(
+                &s,
+                &partner(theirs, BindingStatus::Active, Some(&hw(8))),
+                NOW - 100,
+                &mut Volatile,
+            )
+            .unwrap();
+        let mut ended = partner(theirs, BindingStatus::Active, Some(&hw(8)));
+        ended.expires_s = NOW - 50;
+        ended.pet_s = NOW - 50;
+        table
+            .apply_partner(&s, &ended, NOW - 60, &mut Volatile)
+            .unwrap();
+        table.expire(&s, open + 1, &mut Volatile);
+        assert_eq!(
+            table.get(subnet, theirs).unwrap().state,
+            LeaseState::Expired
+        );
+        let mut seen = std::collections::HashSet::new();
+        for n in 100..400 {
+            match offer(n, pd, open + 2) {
+                Ok(o) => {
+                    seen.insert(o.ip);
+                    assert!(matches!(
+                        commit(&table, &s, &hw(n), o.ip, pd, open + 2),
+                        Commit::Bound { .. }
+                    ));
+                }
+                Err(_) => break,
+            }
+        }
+        assert!(
+            seen.contains(&theirs),
+            "the thawed address was never offered"
+        );
     }
 
     #[test]

@@ -176,7 +176,10 @@ impl Server {
         // Before anything is held or changed: a server that does not answer must not remember
         // anything of the request (draft §10.1).
         let admitted = match &self.gate {
-            None => Admitted { mclt_s: None },
+            None => Admitted {
+                mclt_s: None,
+                partner_down: None,
+            },
             Some(gate) => match gate.admit(packet) {
                 Ok(admitted) => admitted,
                 Err(reason) => return Decision::Drop(reason),
@@ -185,6 +188,7 @@ impl Server {
         let lease = LeaseTime {
             desired_s: subnet.grant_lease_time_s(packet.lease_time_s()),
             mclt_s: admitted.mclt_s,
+            partner_down: admitted.partner_down,
         };
         match packet.message_type() {
             MessageType::Discover => self.discover(policy, packet, subnet, client, (lease, now_s)),
@@ -200,9 +204,11 @@ impl Server {
         }
     }
 
-    /// Ends offers, leases and decline holds that ran out by `now_s`.
-    pub fn expire(&self, now_s: u64) -> usize {
-        self.leases.expire(&self.settings.load().subnets, now_s)
+    /// Ends offers, leases and decline holds that ran out by `now_s`; with a failover partner,
+    /// lease ends are recorded in `journal` (see [`LeaseTable::expire`]).
+    pub fn expire(&self, now_s: u64, journal: &mut dyn Journal) -> usize {
+        self.leases
+            .expire(&self.settings.load().subnets, now_s, journal)
     }
 
     fn discover(
@@ -533,6 +539,7 @@ mod tests {
     use crate::config::Config;
     use crate::proto::failover::{Dialect, FailoverState, Role};
     use crate::proto::lease::{ClientKey, Volatile};
+    use crate::proto::wire::failover::BindingStatus;
 
     const NOW: u64 = 1_700_000_000;
     const RELAY: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 1);
@@ -826,7 +833,7 @@ routers = ["10.20.0.1"]
             req(MessageType::Discover, 2).decide(&server, NOW + 2),
             Decision::Drop(DropReason::PoolExhausted)
         );
-        server.expire(NOW + 601);
+        server.expire(NOW + 601, &mut Volatile);
         assert_eq!(offer(&server, 2, NOW + 601), first);
     }
 
@@ -838,7 +845,7 @@ routers = ["10.20.0.1"]
             req(MessageType::Discover, 2).decide(&server, NOW + 3599),
             Decision::Drop(DropReason::PoolExhausted)
         );
-        assert_eq!(server.expire(NOW + 3600), 1);
+        assert_eq!(server.expire(NOW + 3600, &mut Volatile), 1);
         assert_eq!(dora(&server, 2, NOW + 3600), ip);
     }
 
@@ -1044,7 +1051,7 @@ routers = ["10.20.0.1"]
     fn failover_server(pool: &str, role: Role, split: u8, state: FailoverState) -> Server {
         let (policy, subnets) = settings_of(&config_text(pool));
         let gate = Arc::new(ServiceGate::new(role, Dialect::Ringlease, split));
-        gate.set_state(state, MCLT);
+        gate.set_state(state, MCLT, 0);
         let share = PoolShare::new(role, split, None);
         Server::with_failover(policy, subnets, Some(share), Some(gate))
     }
@@ -1099,6 +1106,7 @@ routers = ["10.20.0.1"]
             .partner_acked(
                 &settings.subnets,
                 ack.yiaddr,
+                BindingStatus::Active,
                 lease.potential_expiry_s,
                 &mut Volatile,
             )

@@ -306,6 +306,18 @@ pub fn start(
     };
     core.gate_state = Some(core.ep.state());
     core.apply_gate();
+    // What the partner had not acknowledged when we stopped goes to it again (draft §5.17).
+    let mut unacknowledged = Vec::new();
+    core.server
+        .leases
+        .visit_unacknowledged_bindings(|b| unacknowledged.push(b));
+    if !unacknowledged.is_empty() {
+        tracing::info!(
+            bindings = unacknowledged.len(),
+            "failover: bindings the partner has not acknowledged are queued for it"
+        );
+        core.ep.bindings_changed(now_ms(), unacknowledged);
+    }
     let core_cpu = cfg.core;
     let thread = thread::Builder::new()
         .name("failover".into())
@@ -682,6 +694,7 @@ impl Core {
             }
             Output::PartnerAcked {
                 ip,
+                status,
                 partner_expiry_s,
             } => {
                 if let Some(at) = self.enqueued_at.remove(&ip) {
@@ -691,6 +704,7 @@ impl Core {
                 match self.server.leases.partner_acked(
                     &settings.subnets,
                     ip,
+                    status,
                     partner_expiry_s,
                     &mut self.journal,
                 ) {
@@ -822,7 +836,8 @@ impl Core {
     /// Tells the workers what the (durable) state allows.
     fn apply_gate(&mut self) {
         if let Some(state) = self.gate_state.take() {
-            self.gate.set_state(state, self.ep.mclt_s());
+            self.gate
+                .set_state(state, self.ep.mclt_s(), self.ep.state_since_s());
         }
     }
 }

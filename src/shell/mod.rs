@@ -20,7 +20,7 @@ use ringlease_ring::{
 use crate::config::{BackendSetting, Config};
 use crate::leaselog::{Binding, LeaseLog, LogOptions, RelationshipRecord};
 use crate::metrics::{SharedMetrics, WorkerMetrics};
-use crate::proto::lease::Change;
+use crate::proto::lease::{Change, Volatile};
 use crate::proto::server::{Policy, Server};
 use crate::proto::wire::DropReason;
 use journal::LogJournal;
@@ -233,15 +233,46 @@ impl Running {
     /// the workers and returns their merged metrics.
     pub fn run_until_stopped(self) -> WorkerMetrics {
         let mut drops = DropReport::default();
+        let mut expiries = None;
         while !self.stop.load(Ordering::Relaxed) {
             thread::sleep(HOUSEKEEPING_INTERVAL);
-            self.server.expire(clock::unix_now_s());
+            self.expire(&mut expiries);
             if self.log.compaction_due() {
                 compact(&self.server, &self.log);
             }
             drops.tick(&self.metrics);
         }
         self.join()
+    }
+
+    /// Ends what ran out. With a failover partner each lease end is a record for the partner,
+    /// written with this thread's own journal (opened on first use) and synced before it goes.
+    fn expire(&self, journal: &mut Option<LogJournal>) {
+        let now_s = clock::unix_now_s();
+        let Some(failover) = &self.failover else {
+            self.server.expire(now_s, &mut Volatile);
+            return;
+        };
+        if journal.is_none() {
+            match self.log.writer() {
+                Ok(writer) => *journal = Some(LogJournal::new(writer, Some(failover.feed()))),
+                Err(e) => {
+                    tracing::error!("cannot open a lease log segment for lease expiries: {e}");
+                    return;
+                }
+            }
+        }
+        let Some(journal) = journal.as_mut() else {
+            return;
+        };
+        let before = journal.appended();
+        self.server.expire(now_s, journal);
+        if journal.appended() != before {
+            match journal.sync_now() {
+                Ok(()) => journal.succeeded(),
+                Err(e) => journal.failed(&e),
+            }
+        }
     }
 
     /// The lease log, for threads that need their own writer (the control interface).

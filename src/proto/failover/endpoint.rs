@@ -182,9 +182,13 @@ pub enum Output {
     Send(Vec<u8>),
     /// Store this binding from the partner in the lease table (and the lease log).
     ApplyBinding(Binding),
-    /// The partner acknowledged our update: `partner_expiry_s` (the PET we sent) is now the
-    /// acked-PET of `ip` (append to the lease log; feed [`super::max_lease_end`]).
-    PartnerAcked { ip: Ipv4Addr, partner_expiry_s: u64 },
+    /// The partner acknowledged our update of `ip` to `status`: `partner_expiry_s` (the PET we
+    /// sent) is now its acked-PET (append to the lease log; feed [`super::max_lease_end`]).
+    PartnerAcked {
+        ip: Ipv4Addr,
+        status: BindingStatus,
+        partner_expiry_s: u64,
+    },
     /// The partner rejected our update (draft §7.2.2: log, do not resend at once).
     PartnerRejected { ip: Ipv4Addr, reason: RejectReason },
     StateChanged {
@@ -404,6 +408,11 @@ impl Endpoint {
         self.timers.get(t)
     }
 
+    /// When the current state began, Unix seconds.
+    pub fn state_since_s(&self) -> u64 {
+        secs(self.state_since_ms)
+    }
+
     /// A relationship that has not yet been in NORMAL with its partner ([MS-DHCPF] §3.1.3).
     /// Its states are not worth persisting: after a restart it must start as new again (go to
     /// RECOVER on first contact), not resume a state it entered alone.
@@ -506,12 +515,14 @@ impl Endpoint {
         self.pump(now_ms);
     }
 
-    /// Operator command: go to PARTNER-DOWN (draft §9.8.x, §9.9.x). Allowed from
-    /// COMMUNICATIONS-INTERRUPTED (and NORMAL, per the draft, though the partner is up);
-    /// refused elsewhere in part 1 (RESOLUTION-INTERRUPTED is never entered).
+    /// Operator command: go to PARTNER-DOWN (draft §9.8.x, §9.9.x, §9.11). Allowed from
+    /// COMMUNICATIONS-INTERRUPTED, RESOLUTION-INTERRUPTED (and NORMAL, per the draft, though
+    /// the partner is up); refused elsewhere.
     pub fn set_partner_down(&mut self, now_ms: u64) -> Result<(), Unsupported> {
         match self.state {
-            FailoverState::CommunicationsInterrupted | FailoverState::Normal => {
+            FailoverState::CommunicationsInterrupted
+            | FailoverState::ResolutionInterrupted
+            | FailoverState::Normal => {
                 self.enter(now_ms, FailoverState::PartnerDown, ChangeReason::Command);
                 Ok(())
             }
@@ -973,7 +984,7 @@ impl Endpoint {
                 if partner.since_s > our_last {
                     FailoverState::Recover
                 } else {
-                    return self.refuse(now_ms, FailoverState::PotentialConflict);
+                    FailoverState::PotentialConflict
                 }
             } else if fresh {
                 // [MS-DHCPF] §3.1.3: a new relationship goes to RECOVER (draft: previous
@@ -1008,10 +1019,26 @@ impl Endpoint {
                 return;
             }
             match on_partner_state(self.state, p.state, p.startup) {
-                Decision::Stay => return,
+                Decision::Stay => return self.conflict_step(now_ms),
                 Decision::Enter(to) => self.enter(now_ms, to, ChangeReason::PartnerState(p.state)),
                 Decision::Unsupported { to } => return self.refuse(now_ms, to),
             }
+        }
+    }
+
+    /// POTENTIAL-CONFLICT on the secondary: once the primary has our bindings (it is in
+    /// CONFLICT-DONE), ask for its own (draft §9.10.2).
+    fn conflict_step(&mut self, now_ms: u64) {
+        let primary_done = self
+            .partner
+            .is_some_and(|p| p.state == FailoverState::ConflictDone);
+        if self.state == FailoverState::PotentialConflict
+            && self.cfg.role == Role::Secondary
+            && primary_done
+            && self.our_request.is_none()
+            && self.link == Link::Up
+        {
+            self.send_update_request(now_ms, MessageType::UpdReq);
         }
     }
 
@@ -1086,6 +1113,13 @@ impl Endpoint {
                 };
                 self.send_update_request(now_ms, t);
             }
+            // Draft §9.10.2: the primary asks first; the secondary when the primary is done.
+            FailoverState::PotentialConflict
+                if self.cfg.role == Role::Primary && self.our_request.is_none() =>
+            {
+                self.send_update_request(now_ms, MessageType::UpdReq);
+            }
+            FailoverState::PotentialConflict => self.conflict_step(now_ms),
             FailoverState::Normal
                 if matches!(
                     from,
@@ -1123,7 +1157,15 @@ impl Endpoint {
         self.our_request = None;
         self.timers.stop(Timer::Sync);
         self.out.push_back(Output::UpdatesDone);
-        if self.state == FailoverState::Recover {
+        if self.state == FailoverState::PotentialConflict {
+            // We have the partner's side of every conflict now (draft §9.10.2).
+            let to = match self.cfg.role {
+                Role::Primary => FailoverState::ConflictDone,
+                Role::Secondary => FailoverState::Normal,
+            };
+            self.enter(now_ms, to, ChangeReason::UpdatesDone);
+            self.apply_partner_state(now_ms);
+        } else if self.state == FailoverState::Recover {
             // ISC rule (spec note §10.4): wait until RECOVER entry + MCLT unless the partner is
             // recovering too (both fresh) or that time has passed. The draft counts from the
             // time we went down; we do not know it for a new relationship.
@@ -1298,6 +1340,7 @@ impl Endpoint {
             match a.reject_reason() {
                 None => self.out.push_back(Output::PartnerAcked {
                     ip,
+                    status: q.binding.status,
                     partner_expiry_s: q.binding.pet_s,
                 }),
                 Some(reason) => {

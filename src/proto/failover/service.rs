@@ -11,28 +11,29 @@
 //! | State | DISCOVER, REQUEST without ciaddr | REQUEST with ciaddr | RELEASE, DECLINE, INFORM | Lease time |
 //! |---|---|---|---|---|
 //! | NORMAL | our hash buckets only ([`super::loadbalance`]) | all | all | MCLT rule |
-//! | COMMUNICATIONS-INTERRUPTED | all | all | all | MCLT rule |
+//! | COMMUNICATIONS-INTERRUPTED, RESOLUTION-INTERRUPTED, CONFLICT-DONE | all | all | all | MCLT rule |
 //! | PARTNER-DOWN | all | all | all | no bound (§9.4.2 allows ignoring the MCLT) |
 //! | RECOVER-DONE | none | all (§9.7.1: renewing and rebinding only) | none | MCLT rule |
-//! | STARTUP, RECOVER, RECOVER-WAIT, POTENTIAL-CONFLICT, RESOLUTION-INTERRUPTED, CONFLICT-DONE, PAUSED, SHUTDOWN, unknown | none | none | none | — |
+//! | STARTUP, RECOVER, RECOVER-WAIT, POTENTIAL-CONFLICT, PAUSED, SHUTDOWN, unknown | none | none | none | — |
 //!
 //! "REQUEST without ciaddr" is SELECTING or INIT-REBOOT: a client looking for a server, so load
 //! balanced like a DISCOVER (draft §5.3: everything but RENEWING and REBINDING is balanced). A
 //! REQUEST with ciaddr is a renewal: its lease is known to both servers, so either answers.
 //!
-//! RESOLUTION-INTERRUPTED and CONFLICT-DONE answer clients in the draft, but part 1 never enters
-//! them (the endpoint refuses the transition), so they are unresponsive here, as in ISC.
+//! RESOLUTION-INTERRUPTED and CONFLICT-DONE answer every client as the draft says (§9.11,
+//! §9.12: like COMMUNICATIONS-INTERRUPTED); ISC does not answer in them.
 //!
 //! Which free addresses each side may allocate from is the lease table's static pool share
-//! (`lease::PoolShare`); moving addresses between the shares (POOLREQ/POOLRESP, draft §7.6)
-//! and opening the partner's share in PARTNER-DOWN come with part 2. So does the load balancing
-//! delay cut-off (`secs` above a limit: both answer, spec note §14).
+//! (`lease::PoolShare`); in PARTNER-DOWN the admitted packet carries since when
+//! ([`Admitted::partner_down`]), and the table opens the partner's share and its unacknowledged
+//! ends after the MCLT (draft §7.3).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::config::{Dialect, Role};
 use super::loadbalance::{client_bucket, serves_bucket, wire_hba};
 use super::state::FailoverState;
+use crate::proto::lease::PartnerDown;
 use crate::proto::wire::dhcp::{MessageType, Packet};
 use crate::proto::wire::DropReason;
 
@@ -41,6 +42,8 @@ use crate::proto::wire::DropReason;
 pub struct Admitted {
     /// The MCLT that bounds lease times (draft §5.2.1), `None` when no bound applies.
     pub mclt_s: Option<u32>,
+    /// In PARTNER-DOWN: since when, for the rules on the partner's addresses (draft §7.3).
+    pub partner_down: Option<PartnerDown>,
 }
 
 /// The failover state as the workers see it. See the module docs for the rules.
@@ -53,6 +56,8 @@ pub struct ServiceGate {
     /// The state's wire code in the low byte, the MCLT in the high 32 bits: one word, so one
     /// load gives a consistent pair.
     packed: AtomicU64,
+    /// When the state in `packed` began (Unix seconds); written before `packed`.
+    since_s: AtomicU64,
 }
 
 impl ServiceGate {
@@ -65,6 +70,7 @@ impl ServiceGate {
             dialect,
             hba: wire_hba(dialect, split),
             packed: AtomicU64::new(pack(FailoverState::Startup, 0)),
+            since_s: AtomicU64::new(0),
         }
     }
 
@@ -73,12 +79,14 @@ impl ServiceGate {
         self.hba
     }
 
-    /// The failover thread: `state` is durable and in force, with `mclt_s` (the MCLT in force:
-    /// configured on a primary, adopted on a secondary). A state that bounds lease times with an
-    /// MCLT of 0 answers nothing: a zero-length lease helps no one.
-    pub fn set_state(&self, state: FailoverState, mclt_s: u32) {
-        // Relaxed: the word is the whole message; nothing else is published with it.
-        self.packed.store(pack(state, mclt_s), Ordering::Relaxed);
+    /// The failover thread: `state`, entered at `since_s`, is durable and in force, with
+    /// `mclt_s` (the MCLT in force: configured on a primary, adopted on a secondary). A state
+    /// that bounds lease times with an MCLT of 0 answers nothing: a zero-length lease helps no
+    /// one.
+    pub fn set_state(&self, state: FailoverState, mclt_s: u32, since_s: u64) {
+        self.since_s.store(since_s, Ordering::Relaxed);
+        // Release: a worker that sees the state sees its start time.
+        self.packed.store(pack(state, mclt_s), Ordering::Release);
     }
 
     /// The state last set (`None` if the word holds no known state).
@@ -89,7 +97,7 @@ impl ServiceGate {
     /// May a worker answer `packet` now? The reason to drop it if not; otherwise the MCLT bound
     /// its lease times get.
     pub fn admit(&self, packet: &Packet<'_>) -> Result<Admitted, DropReason> {
-        let packed = self.packed.load(Ordering::Relaxed);
+        let packed = self.packed.load(Ordering::Acquire);
         let state = FailoverState::from_wire(packed as u8);
         let mclt_s = (packed >> 32) as u32;
         let service = state.map_or(Service::Nobody, service);
@@ -116,8 +124,13 @@ impl ServiceGate {
         if !answered || (bounded && mclt_s == 0) {
             return Err(DropReason::FailoverUnresponsive);
         }
+        let partner_down = (state == Some(FailoverState::PartnerDown)).then(|| PartnerDown {
+            since_s: self.since_s.load(Ordering::Relaxed),
+            mclt_s,
+        });
         Ok(Admitted {
             mclt_s: bounded.then_some(mclt_s),
+            partner_down,
         })
     }
 }
@@ -145,14 +158,15 @@ fn service(state: FailoverState) -> Service {
     use FailoverState as S;
     match state {
         S::Normal => Service::Balanced,
-        S::CommunicationsInterrupted | S::PartnerDown => Service::All,
+        S::CommunicationsInterrupted
+        | S::PartnerDown
+        | S::ResolutionInterrupted
+        | S::ConflictDone => Service::All,
         S::RecoverDone => Service::RenewalsOnly,
         S::Startup
         | S::Recover
         | S::RecoverWait
         | S::PotentialConflict
-        | S::ResolutionInterrupted
-        | S::ConflictDone
         | S::Paused
         | S::Shutdown => Service::Nobody,
     }
@@ -164,6 +178,8 @@ fn mclt_bounds(state: FailoverState) -> bool {
         state,
         FailoverState::Normal
             | FailoverState::CommunicationsInterrupted
+            | FailoverState::ResolutionInterrupted
+            | FailoverState::ConflictDone
             | FailoverState::RecoverDone
     )
 }
@@ -243,8 +259,17 @@ mod tests {
         use FailoverState as S;
         let gate = ServiceGate::new(Role::Primary, Dialect::Ringlease, 128);
         let (ours, theirs) = ours_and_theirs(&gate);
-        let ok = Ok(Admitted { mclt_s: Some(MCLT) });
-        let unbounded = Ok(Admitted { mclt_s: None });
+        let ok = Ok(Admitted {
+            mclt_s: Some(MCLT),
+            partner_down: None,
+        });
+        let unbounded = Ok(Admitted {
+            mclt_s: None,
+            partner_down: Some(PartnerDown {
+                since_s: 1_700_000_000,
+                mclt_s: MCLT,
+            }),
+        });
         let mute = Err(DropReason::FailoverUnresponsive);
         let bucket = Err(DropReason::NotOurBucket);
         assert_eq!(gate.state(), Some(S::Startup));
@@ -254,11 +279,13 @@ mod tests {
             "a new gate answers nothing"
         );
         for state in FailoverState::ALL {
-            gate.set_state(state, MCLT);
+            gate.set_state(state, MCLT, 1_700_000_000);
             assert_eq!(gate.state(), Some(state));
             let (mine, other) = match state {
                 S::Normal => ([ok; 6], [bucket, bucket, ok, ok, ok, ok]),
-                S::CommunicationsInterrupted => ([ok; 6], [ok; 6]),
+                S::CommunicationsInterrupted | S::ResolutionInterrupted | S::ConflictDone => {
+                    ([ok; 6], [ok; 6])
+                }
                 S::PartnerDown => ([unbounded; 6], [unbounded; 6]),
                 S::RecoverDone => {
                     let renewals = [mute, mute, ok, mute, mute, mute];
@@ -277,8 +304,8 @@ mod tests {
         for dialect in [Dialect::Ringlease, Dialect::Isc, Dialect::Microsoft] {
             let primary = ServiceGate::new(Role::Primary, dialect, 128);
             let secondary = ServiceGate::new(Role::Secondary, dialect, 128);
-            primary.set_state(FailoverState::Normal, MCLT);
-            secondary.set_state(FailoverState::Normal, MCLT);
+            primary.set_state(FailoverState::Normal, MCLT, 0);
+            secondary.set_state(FailoverState::Normal, MCLT, 0);
             let mut served = [0usize; 2];
             for client in 0..=255u8 {
                 let bytes = packet(MessageType::Discover, client, false);
@@ -291,7 +318,7 @@ mod tests {
             assert_eq!(served, [128, 128], "{dialect:?}");
         }
         let standby = ServiceGate::new(Role::Secondary, Dialect::Ringlease, 255);
-        standby.set_state(FailoverState::Normal, MCLT);
+        standby.set_state(FailoverState::Normal, MCLT, 0);
         assert!(
             answers(&standby, 1)[0].is_err(),
             "hot standby answers no DISCOVER"
@@ -302,12 +329,19 @@ mod tests {
     #[test]
     fn a_bounded_state_without_an_mclt_answers_nothing() {
         let gate = ServiceGate::new(Role::Secondary, Dialect::Ringlease, 128);
-        gate.set_state(FailoverState::CommunicationsInterrupted, 0);
+        gate.set_state(FailoverState::CommunicationsInterrupted, 0, 0);
         assert_eq!(
             answers(&gate, 1),
             [Err(DropReason::FailoverUnresponsive); 6]
         );
-        gate.set_state(FailoverState::PartnerDown, 0);
-        assert_eq!(answers(&gate, 1), [Ok(Admitted { mclt_s: None }); 6]);
+        gate.set_state(FailoverState::PartnerDown, 0, 0);
+        let unbounded = Admitted {
+            mclt_s: None,
+            partner_down: Some(PartnerDown {
+                since_s: 0,
+                mclt_s: 0,
+            }),
+        };
+        assert_eq!(answers(&gate, 1), [Ok(unbounded); 6]);
     }
 }

@@ -5,11 +5,9 @@ use crate::proto::wire::failover::ServerState;
 
 /// Every draft-12 endpoint state, with its server-state (option 24) wire value.
 ///
-/// Part 1 of the failover core drives STARTUP, NORMAL, COMMUNICATIONS-INTERRUPTED, PARTNER-DOWN
-/// (entry only) and the RECOVER → RECOVER-WAIT → RECOVER-DONE → NORMAL path a brand-new
-/// relationship needs. POTENTIAL-CONFLICT, RESOLUTION-INTERRUPTED, CONFLICT-DONE, PAUSED and
-/// SHUTDOWN exist as values (a partner may report them) but are never entered: a transition
-/// into them is refused with [`Decision::Unsupported`].
+/// The endpoint drives every state but PAUSED and SHUTDOWN, which exist as values (a partner
+/// may report them; a server announces them when it stops) but are never entered as a state of
+/// the relationship: a transition into them is refused with [`Decision::Unsupported`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FailoverState {
     Startup,
@@ -106,18 +104,9 @@ impl FailoverState {
         }
     }
 
-    /// States part 1 can enter. The others are refused (see the type docs).
+    /// States the endpoint can enter. The others are refused (see the type docs).
     pub const fn is_implemented(self) -> bool {
-        matches!(
-            self,
-            FailoverState::Startup
-                | FailoverState::Normal
-                | FailoverState::CommunicationsInterrupted
-                | FailoverState::PartnerDown
-                | FailoverState::Recover
-                | FailoverState::RecoverWait
-                | FailoverState::RecoverDone
-        )
+        !matches!(self, FailoverState::Paused | FailoverState::Shutdown)
     }
 }
 
@@ -127,7 +116,7 @@ impl FailoverState {
 pub enum Decision {
     Stay,
     Enter(FailoverState),
-    /// The draft wants this transition but part 1 does not implement the target state's
+    /// The draft wants this transition but the endpoint does not implement the target state's
     /// actions. The endpoint refuses it: stays where it is and drops the connection.
     Unsupported {
         to: FailoverState,
@@ -143,9 +132,8 @@ pub fn on_partner_state(
     partner_startup: bool,
 ) -> Decision {
     use FailoverState as S;
-    let conflict = Decision::Unsupported {
-        to: S::PotentialConflict,
-    };
+    // Both may have served alone meanwhile: resolve binding by binding (draft §9.10).
+    let conflict = Decision::Enter(S::PotentialConflict);
     match current {
         S::Normal => match partner {
             // "Partner changes to an unexpected state" = comms-failed then comms-OK: via
@@ -159,9 +147,10 @@ pub fn on_partner_state(
                 Decision::Enter(S::CommunicationsInterrupted)
             }
             S::Shutdown => Decision::Enter(S::PartnerDown),
-            S::PartnerDown | S::PotentialConflict | S::ResolutionInterrupted | S::ConflictDone => {
-                conflict
-            }
+            // The secondary's end of a resolution: NORMAL while the primary is still
+            // CONFLICT-DONE, until it sees our NORMAL (draft §9.10.2, §9.12).
+            S::ConflictDone => Decision::Stay,
+            S::PartnerDown | S::PotentialConflict | S::ResolutionInterrupted => conflict,
         },
         S::CommunicationsInterrupted => match partner {
             S::Normal | S::CommunicationsInterrupted | S::RecoverDone => Decision::Enter(S::Normal),
@@ -199,11 +188,17 @@ pub fn on_partner_state(
             S::Normal | S::RecoverDone => Decision::Enter(S::Normal),
             _ => Decision::Stay,
         },
-        S::Startup
-        | S::PotentialConflict
-        | S::ResolutionInterrupted
-        | S::ConflictDone
-        | S::Paused
-        | S::Shutdown => Decision::Unsupported { to: current },
+        // Left by UPDDONE (the endpoint: primary → CONFLICT-DONE, secondary → NORMAL); the
+        // partner's moves meanwhile change nothing here (draft §9.10). A partner in RECOVER
+        // lost its database and will ask for everything; its answers come as UPDDONE too.
+        S::PotentialConflict => Decision::Stay,
+        // Draft §9.11: communications restored → POTENTIAL-CONFLICT, whatever the partner's state.
+        S::ResolutionInterrupted => Decision::Enter(S::PotentialConflict),
+        // Draft §9.12: the secondary finished its side of the resolution.
+        S::ConflictDone => match partner {
+            S::Normal => Decision::Enter(S::Normal),
+            _ => Decision::Stay,
+        },
+        S::Startup | S::Paused | S::Shutdown => Decision::Unsupported { to: current },
     }
 }

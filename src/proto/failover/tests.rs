@@ -187,7 +187,7 @@ fn state_wire_values_round_trip() {
 }
 
 #[test]
-fn unimplemented_transitions_are_refused_not_taken() {
+fn conflicting_partner_states_lead_to_potential_conflict_and_the_rest_is_refused() {
     use FailoverState as S;
     for partner in [
         S::PartnerDown,
@@ -195,15 +195,41 @@ fn unimplemented_transitions_are_refused_not_taken() {
         S::ResolutionInterrupted,
         S::ConflictDone,
     ] {
-        for current in [S::Normal, S::CommunicationsInterrupted] {
+        for current in [S::Normal, S::CommunicationsInterrupted, S::PartnerDown] {
+            if (current, partner) == (S::Normal, S::ConflictDone) {
+                continue; // the secondary finished its resolution first: it waits
+            }
             assert_eq!(
                 on_partner_state(current, partner, false),
-                Decision::Unsupported {
-                    to: S::PotentialConflict
-                }
+                Decision::Enter(S::PotentialConflict),
+                "{current:?} + partner {partner:?}"
             );
         }
     }
+    for partner in S::ALL {
+        assert_eq!(
+            on_partner_state(S::ResolutionInterrupted, partner, false),
+            Decision::Enter(S::PotentialConflict)
+        );
+        assert_eq!(
+            on_partner_state(S::PotentialConflict, partner, false),
+            Decision::Stay
+        );
+        let done = if partner == S::Normal {
+            Decision::Enter(S::Normal)
+        } else {
+            Decision::Stay
+        };
+        assert_eq!(on_partner_state(S::ConflictDone, partner, false), done);
+    }
+    assert_eq!(
+        on_partner_state(S::Normal, S::ConflictDone, false),
+        Decision::Stay
+    );
+    assert_eq!(
+        S::PotentialConflict.after_comms_failed(),
+        S::ResolutionInterrupted
+    );
     assert_eq!(
         on_partner_state(S::CommunicationsInterrupted, S::Normal, false),
         Decision::Enter(S::Normal)
@@ -722,8 +748,12 @@ fn bndacks_in_order_produce_partner_acked() {
         .filter_map(|o| match o {
             Output::PartnerAcked {
                 ip,
+                status,
                 partner_expiry_s,
-            } => Some((ip, partner_expiry_s)),
+            } => {
+                assert_eq!(status, BindingStatus::Active);
+                Some((ip, partner_expiry_s))
+            }
             _ => None,
         })
         .collect();
@@ -1013,27 +1043,115 @@ fn state_msg(now_ms: u64, state: FailoverState, xid: u32) -> Vec<u8> {
     b
 }
 
+/// The states each side went through, in order.
+fn states(out: &[Output]) -> Vec<FailoverState> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::StateChanged { to, .. } => Some(*to),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
-fn partner_partner_down_is_refused_not_silently_taken() {
+fn a_partition_with_one_side_partner_down_is_resolved_through_potential_conflict() {
+    use FailoverState as S;
     let mut d = up_duo();
-    let b = state_msg(d.now, FailoverState::PartnerDown, 500);
-    d.s.receive_frame(d.now, &b, &NoLocalBindings);
-    let outs: Vec<Output> = std::iter::from_fn(|| d.s.poll_output()).collect();
-    assert!(outs.contains(&Output::TransitionRefused {
-        from: FailoverState::Normal,
-        to: FailoverState::PotentialConflict,
-        partner: Some(FailoverState::PartnerDown),
-    }));
-    assert!(outs.iter().any(|o| matches!(
-        o,
-        Output::CloseConnection {
-            reason: CloseReason::Unsupported {
-                to: FailoverState::PotentialConflict
-            }
-        }
-    )));
-    // Never entered POTENTIAL-CONFLICT; the lost link took NORMAL to COMM-INT.
-    assert_eq!(d.s.state(), FailoverState::CommunicationsInterrupted);
+    d.p.disconnected(d.now);
+    d.s.disconnected(d.now);
+    d.run();
+    assert_eq!(
+        (d.p.state(), d.s.state()),
+        (S::CommunicationsInterrupted, S::CommunicationsInterrupted)
+    );
+    // The operator takes the secondary's side: both serve alone and change bindings.
+    d.s.set_partner_down(d.now).unwrap();
+    d.p.bindings_changed(d.now, [active(0x0a00_0001, T0 / 1000)]);
+    d.s.bindings_changed(d.now, [active(0x0a00_0002, T0 / 1000)]);
+    d.run();
+    d.p_out.clear();
+    d.s_out.clear();
+    d.wire.clear();
+
+    d.connect();
+    assert_eq!(
+        states(&d.p_out),
+        [S::PotentialConflict, S::ConflictDone, S::Normal]
+    );
+    assert_eq!(states(&d.s_out), [S::PotentialConflict, S::Normal]);
+    // The primary asked first; the secondary asked only once the primary was done.
+    let updreqs: Vec<bool> = d
+        .wire
+        .iter()
+        .filter(|(_, m)| m.message_type == MessageType::UpdReq)
+        .map(|(from_p, _)| *from_p)
+        .collect();
+    assert_eq!(updreqs, [true, false]);
+    let secondary_asked = d
+        .wire
+        .iter()
+        .position(|(from_p, m)| !*from_p && m.message_type == MessageType::UpdReq)
+        .unwrap();
+    let primary_done = d
+        .wire
+        .iter()
+        .position(|(from_p, m)| {
+            *from_p
+                && m.message_type == MessageType::State
+                && m.options
+                    .iter()
+                    .any(|(c, v)| *c == code::SERVER_STATE && v[..] == [S::ConflictDone.wire()])
+        })
+        .unwrap();
+    assert!(primary_done < secondary_asked);
+    // Each side has the other's binding from the partition.
+    assert!(d.s_db.contains_key(&Ipv4Addr::new(10, 0, 0, 1)));
+    assert!(d.p_db.contains_key(&Ipv4Addr::new(10, 0, 0, 2)));
+    assert!(!d
+        .p_out
+        .iter()
+        .chain(&d.s_out)
+        .any(|o| matches!(o, Output::TransitionRefused { .. })));
+}
+
+#[test]
+fn a_lost_link_during_resolution_is_resolution_interrupted_then_potential_conflict_again() {
+    use FailoverState as S;
+    let mut d = up_duo();
+    d.p.disconnected(d.now);
+    d.s.disconnected(d.now);
+    d.s.set_partner_down(d.now).unwrap();
+    d.run();
+    // Hold the secondary's UPDDONE: the primary stays in POTENTIAL-CONFLICT.
+    d.hold = |from_p, bytes| {
+        !from_p && Message::decode(bytes).unwrap().message_type == MessageType::UpdDone
+    };
+    d.connect();
+    assert_eq!(d.p.state(), S::PotentialConflict);
+    assert_eq!(d.s.state(), S::PotentialConflict);
+    d.p.disconnected(d.now);
+    d.s.disconnected(d.now);
+    d.run();
+    assert_eq!(d.p.state(), S::ResolutionInterrupted);
+    assert_eq!(d.s.state(), S::ResolutionInterrupted);
+    d.hold = |_, _| false;
+    d.connect();
+    assert_eq!((d.p.state(), d.s.state()), (S::Normal, S::Normal));
+    // RESOLUTION-INTERRUPTED takes an operator's PARTNER-DOWN.
+    d.p.disconnected(d.now);
+    d.s.disconnected(d.now);
+    d.s.set_partner_down(d.now).unwrap();
+    d.run();
+    d.hold = |from_p, bytes| {
+        !from_p && Message::decode(bytes).unwrap().message_type == MessageType::UpdDone
+    };
+    d.connect();
+    d.p.disconnected(d.now);
+    d.s.disconnected(d.now);
+    d.run();
+    assert_eq!(d.p.state(), S::ResolutionInterrupted);
+    assert!(d.p.set_partner_down(d.now).is_ok());
+    assert_eq!(d.p.state(), S::PartnerDown);
 }
 
 #[test]
