@@ -241,6 +241,10 @@ impl Pair {
                             self.eps[i].queue_all_bindings(self.now, all);
                         }
                         Output::TransitionRefused { .. } => self.nodes[i].refused += 1,
+                        // No pools here: nothing to give.
+                        Output::PoolRequested { xid } => {
+                            self.eps[i].answer_pool_request(self.now, xid, 0)
+                        }
                         Output::PartnerRejected { ip, reason } => {
                             panic!("seed {}: update for {ip} rejected: {reason:?}", self.seed)
                         }

@@ -177,6 +177,7 @@ pub fn state_to_u8(state: LeaseState) -> u8 {
         LeaseState::Released => 4,
         LeaseState::Expired => 5,
         LeaseState::Free => 6,
+        LeaseState::Backup => 7,
     }
 }
 
@@ -188,11 +189,12 @@ pub fn state_from_u8(value: u8) -> Option<LeaseState> {
         4 => LeaseState::Released,
         5 => LeaseState::Expired,
         6 => LeaseState::Free,
+        7 => LeaseState::Backup,
         _ => return None,
     })
 }
 
-/// The state byte of a relationship record: not a lease state (those are 1..=6).
+/// The state byte of a relationship record: not a lease state (those are 1..=7).
 pub const RELATIONSHIP_STATE: u8 = 0x80;
 /// Longest relationship name (it is stored in the client field).
 pub const MAX_RELATIONSHIP_NAME_LEN: usize = MAX_CLIENT_LEN;

@@ -149,8 +149,11 @@ pub enum LeaseState {
     /// Free, and a failover partner knows it: an ended binding the partner acknowledged, or
     /// the partner's own EXPIRED / RELEASED / FREE. The client is remembered as for `Released`.
     /// With a partner, `Released` and `Expired` are not free for other clients until they
-    /// become `Free` (draft §7.3, see [`PartnerDown`] for the exception).
+    /// become `Free` (draft §7.3, see [`PartnerDown`] for the exception). With a partner, a
+    /// Free address is the primary's to allocate (draft FREE).
     Free,
+    /// Free, and the secondary's to allocate (draft BACKUP): given to it by the primary.
+    Backup,
 }
 
 impl LeaseState {
@@ -162,6 +165,7 @@ impl LeaseState {
             LeaseState::Released => "released",
             LeaseState::Expired => "expired",
             LeaseState::Free => "free",
+            LeaseState::Backup => "backup",
         }
     }
 
@@ -318,19 +322,22 @@ pub enum Applied {
 }
 
 /// Which side of a failover pair may allocate each free pool address (draft §5.4: FREE
-/// addresses are the primary's, BACKUP ones the secondary's).
+/// addresses are the primary's, BACKUP ones the secondary's), and how many each should hold.
 ///
-/// Part 1 splits each pool statically: an address belongs to the secondary when a fixed hash of
-/// the address falls below `secondary_percent`, so both servers, configured alike, agree
-/// without talking. Renewals and addresses a client already holds are not affected; new
-/// addresses (an offer from the free list, a requested address the client does not hold) come
-/// only from our share. Moving addresses between the shares (POOLREQ, draft §7.6) and using the
-/// partner's share in PARTNER-DOWN come with part 2.
+/// A free address the lease log has a record of belongs to whom the record says: `Free` to the
+/// primary (an ended lease always returns to it), `Backup` to the secondary. An address never
+/// recorded starts on the side a fixed hash of the address picks when `split_fresh` (two
+/// ringlease servers configured alike agree without talking), else on the primary's, as ISC
+/// dhcpd and Windows expect: the secondary then holds only what the primary gives it. Each side
+/// gives away what it holds beyond its share of the free addresses (`secondary_percent`) with
+/// [`LeaseTable::rebalance`]; renewals and addresses a client already holds are not affected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolShare {
     pub role: Role,
-    /// Percent of each pool's addresses that are the secondary's, 0..=100.
+    /// Percent of each pool's free addresses that should be the secondary's, 0..=100.
     pub secondary_percent: u8,
+    /// Never-recorded addresses start split by the hash (else all the primary's).
+    pub split_fresh: bool,
 }
 
 impl PoolShare {
@@ -352,21 +359,47 @@ impl PoolShare {
         PoolShare {
             role,
             secondary_percent: secondary_percent.unwrap_or(default).min(100),
+            split_fresh: true,
         }
     }
 
-    /// Which side a free `ip` belongs to.
+    /// Which side a never-recorded free `ip` belongs to.
     pub fn owner(&self, ip: Ipv4Addr) -> Role {
-        if share_hash(u32::from(ip)) % 100 < u32::from(self.secondary_percent) {
+        let hashed = share_hash(u32::from(ip)) % 100 < u32::from(self.secondary_percent);
+        if self.split_fresh && hashed {
             Role::Secondary
         } else {
             Role::Primary
         }
     }
 
-    fn is_ours(&self, ip: u32) -> bool {
-        self.owner(Ipv4Addr::from(ip)) == self.role
+    /// How many of our `ours` free addresses to give the partner, which holds `theirs`: what we
+    /// hold beyond our share, once that is more than 15 % of the partner's share (ISC's
+    /// `max-lease-misbalance` default), so small differences cause no churn.
+    pub fn surplus(&self, ours: u64, theirs: u64) -> u64 {
+        let total = ours + theirs;
+        let secondary = total * u64::from(self.secondary_percent) / 100;
+        let (our_target, their_target) = match self.role {
+            Role::Primary => (total - secondary, secondary),
+            Role::Secondary => (secondary, total - secondary),
+        };
+        let surplus = ours.saturating_sub(our_target);
+        if surplus > (their_target * 15 / 100).max(1) {
+            surplus
+        } else {
+            0
+        }
     }
+}
+
+/// Whose a free address is (see [`PoolShare`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Owner {
+    /// Never recorded free: as [`PoolShare::owner`] says.
+    #[default]
+    Fresh,
+    Primary,
+    Secondary,
 }
 
 /// A fixed mix of the address's bits (MurmurHash3's finalizer): spreads neighbouring addresses
@@ -411,8 +444,11 @@ struct Slot {
     partner_expiry_s: u32,
     cltt_s: u32,
     state: LeaseState,
-    /// The address sits in one of its shard's free lists (at most once).
+    /// The address sits in one of its shard's free lists (in the wrong one, perhaps, if its
+    /// owner changed since: entries are checked when taken).
     queued: bool,
+    /// Whose the address is while it is free.
+    owner: Owner,
     /// A failover partner may still take the address for `client`'s: its binding is, or was,
     /// bound and the partner has not acknowledged its end. Only `client` may get it (draft
     /// §7.3) until it becomes `Free`, or in PARTNER-DOWN at [`Slot::reusable_at`]. An offer
@@ -442,6 +478,7 @@ impl Slot {
             partner_expiry_s: 0,
             cltt_s: 0,
             queued,
+            owner: Owner::Fresh,
             frozen: false,
         }
     }
@@ -524,14 +561,28 @@ impl Slot {
 
     /// The record this slot stands for, as the lease log has it. An offer is not a recorded
     /// state: what was last recorded of an offered address is that it was free (with a
-    /// `failover` partner: Free if the partner knows, else an end it has yet to acknowledge).
-    fn recorded(&self, ip: u32, failover: bool) -> Change<'_> {
+    /// failover `share`: Free or Backup as its owner says, or an end the partner has yet to
+    /// acknowledge).
+    fn recorded(&self, ip: u32, share: Option<PoolShare>) -> Change<'_> {
+        let offered_over = match share {
+            Some(share) if !self.frozen => {
+                let secondary = match self.owner {
+                    Owner::Fresh => share.owner(Ipv4Addr::from(ip)) == Role::Secondary,
+                    owner => owner == Owner::Secondary,
+                };
+                if secondary {
+                    LeaseState::Backup
+                } else {
+                    LeaseState::Free
+                }
+            }
+            _ => LeaseState::Expired,
+        };
         Change {
             seq: self.seq,
             ip: Ipv4Addr::from(ip),
             state: match self.state {
-                LeaseState::Offered if failover && !self.frozen => LeaseState::Free,
-                LeaseState::Offered => LeaseState::Expired,
+                LeaseState::Offered => offered_over,
                 state => state,
             },
             expires_s: self.expires_s(),
@@ -584,13 +635,8 @@ impl AddrShard {
     }
 
     fn home(&self, subnet: &Subnet, ip: u32) -> Home {
-        if !subnet.in_pool(Ipv4Addr::from(ip)) {
-            Home::Outside
-        } else if self.share.is_some_and(|s| !s.is_ours(ip)) {
-            Home::Partners
-        } else {
-            Home::Ours
-        }
+        let owner = self.slots.get(&ip).map_or(Owner::Fresh, |s| s.owner);
+        home_of(self.share, subnet, ip, owner)
     }
 
     /// The client key `ip`'s slot holds, to share with the client index.
@@ -682,9 +728,16 @@ impl AddrShard {
     /// the free lists follow.
     fn set(&mut self, subnet: &Subnet, change: &Change<'_>) {
         let ip = u32::from(change.ip);
-        let home = self.home(subnet, ip);
+        let was_home = self.home(subnet, ip);
         let failover = self.share.is_some();
+        let share = self.share;
         let slot = self.slot_mut(subnet, ip);
+        match change.state {
+            LeaseState::Free => slot.owner = Owner::Primary,
+            LeaseState::Backup => slot.owner = Owner::Secondary,
+            _ => {}
+        }
+        let home = home_of(share, subnet, ip, slot.owner);
         if !slot.owned_by(change.client) {
             slot.client = (!change.client.is_empty()).then(|| ClientKey(change.client.into()));
         }
@@ -702,8 +755,10 @@ impl AddrShard {
                 LeaseState::Bound | LeaseState::Released | LeaseState::Expired
             );
         let ended_frozen = slot.frozen && !change.state.is_timed();
-        let queue =
-            !change.state.is_timed() && !slot.frozen && !slot.queued && home != Home::Outside;
+        let queue = !change.state.is_timed()
+            && !slot.frozen
+            && (!slot.queued || home != was_home)
+            && home != Home::Outside;
         if queue {
             slot.queued = true;
             self.push_free(ip, home);
@@ -770,7 +825,8 @@ impl AddrShard {
         self.pop_thawed(subnet, now_s, pd)
     }
 
-    /// Pops `home`'s free list until an address is really free and not reserved.
+    /// Pops `home`'s free list until an address is really free, still `home`'s and not
+    /// reserved.
     fn pop_usable(&mut self, subnet: &Subnet, now_s: u64, home: Home) -> Option<u32> {
         let list = match home {
             Home::Partners => &mut self.partner_free,
@@ -778,6 +834,9 @@ impl AddrShard {
         };
         while let Some(ip) = list.pop_front() {
             let slot = self.slots.entry(ip).or_insert_with(|| Slot::fresh(false));
+            if home_of(self.share, subnet, ip, slot.owner) != home {
+                continue; // moved to the other side since; queued there
+            }
             slot.queued = false;
             let usable = slot.is_free(now_s, None);
             if usable && subnet.reserved_to(Ipv4Addr::from(ip)).is_none() {
@@ -891,6 +950,26 @@ impl AddrShard {
             self.schedule(ip);
         }
         ended
+    }
+}
+
+/// Which free list a pool address owned by `owner` goes to.
+fn home_of(share: Option<PoolShare>, subnet: &Subnet, ip: u32, owner: Owner) -> Home {
+    if !subnet.in_pool(Ipv4Addr::from(ip)) {
+        return Home::Outside;
+    }
+    let Some(share) = share else {
+        return Home::Ours;
+    };
+    let role = match owner {
+        Owner::Fresh => share.owner(Ipv4Addr::from(ip)),
+        Owner::Primary => Role::Primary,
+        Owner::Secondary => Role::Secondary,
+    };
+    if role == share.role {
+        Home::Ours
+    } else {
+        Home::Partners
     }
 }
 
@@ -1297,9 +1376,9 @@ impl LeaseTable {
         let (state, expires_s, keeps_client) = match b.status {
             BindingStatus::Active => (LeaseState::Bound, b.expires_s, true),
             BindingStatus::Expired | BindingStatus::Released => (LeaseState::Free, ended_s, true),
-            BindingStatus::Free | BindingStatus::Backup | BindingStatus::Reset => {
-                (LeaseState::Free, now_s, false)
-            }
+            // A reset address returns to the primary, like any freed one (draft §5.11).
+            BindingStatus::Free | BindingStatus::Reset => (LeaseState::Free, now_s, false),
+            BindingStatus::Backup => (LeaseState::Backup, now_s, false),
             BindingStatus::Abandoned => {
                 let until_s = if b.expires_s > now_s {
                     b.expires_s
@@ -1398,7 +1477,7 @@ impl LeaseTable {
         let Some(slot) = shard.slots.get(&ip_u32) else {
             return Ok(());
         };
-        let current = slot.recorded(ip_u32, true);
+        let current = slot.recorded(ip_u32, shard.share);
         let ended = matches!(current.state, LeaseState::Released | LeaseState::Expired);
         // An ended binding went out with its PET; an offer to the same client since may have
         // moved the slot's expiry, not its PET (nor made a RELEASED an EXPIRED that matters).
@@ -1468,7 +1547,7 @@ impl LeaseTable {
                         if slot.seq == 0 {
                             continue; // never recorded: an offer of a fresh address
                         }
-                        visit(&slot.recorded(*ip, shard.share.is_some()));
+                        visit(&slot.recorded(*ip, shard.share));
                     }
                 }
             }
@@ -1490,6 +1569,92 @@ impl LeaseTable {
                 visit(to_failover_binding(change));
             }
         });
+    }
+
+    /// Free addresses of `subnet` at `now_s`: (ours, the failover partner's). Walks the pools:
+    /// for the rebalancing timer, not the hot path.
+    pub fn free_by_side(&self, subnet: &Subnet, now_s: u64) -> (u64, u64) {
+        let leases = self.leases(subnet);
+        let (mut ours, mut theirs) = (0, 0);
+        for ip in subnet.pools.iter().flat_map(|p| p.addresses()) {
+            if !initially_free(subnet, ip) {
+                continue;
+            }
+            let ip = u32::from(ip);
+            let shard = leases.addrs[addr_shard(ip)].lock();
+            let slot = shard.slots.get(&ip);
+            if slot.is_some_and(|s| !s.is_free(now_s, None)) {
+                continue;
+            }
+            match shard.home(subnet, ip) {
+                Home::Ours => ours += 1,
+                Home::Partners => theirs += 1,
+                Home::Outside => {}
+            }
+        }
+        (ours, theirs)
+    }
+
+    /// Pool balancing (draft §5.4, §7.6): in every subnet, gives the failover partner the free
+    /// addresses we hold beyond our share ([`PoolShare::surplus`]), recording each as the
+    /// partner's first (BACKUP from a primary, FREE from a secondary: only the owner of a free
+    /// address gives it away, so the two never take one address at once). Returns the bindings
+    /// to send; once one is recorded we never allocate it. Stops at a storage failure.
+    pub fn rebalance(
+        &self,
+        subnets: &Subnets,
+        now_s: u64,
+        journal: &mut dyn Journal,
+    ) -> Vec<failover::Binding> {
+        let mut given = Vec::new();
+        for subnet in subnets.all() {
+            let leases = self.leases(subnet);
+            let Some(share) = leases.addrs[0].lock().share else {
+                return given;
+            };
+            let (ours, theirs) = self.free_by_side(subnet, now_s);
+            let mut left = share.surplus(ours, theirs);
+            let state = match share.role {
+                Role::Primary => LeaseState::Backup,
+                Role::Secondary => LeaseState::Free,
+            };
+            // A few rounds over the shards, an even part of what is left from each.
+            for shard in leases.addrs.iter().cycle().take(SHARDS * 4) {
+                let mut shard = shard.lock();
+                let mut take = left.div_ceil(SHARDS as u64);
+                while take > 0 {
+                    let Some(ip) = shard.pop_usable(subnet, now_s, Home::Ours) else {
+                        break;
+                    };
+                    let change = Change {
+                        seq: self.next_seq(),
+                        ip: Ipv4Addr::from(ip),
+                        state,
+                        expires_s: now_s,
+                        since_s: now_s,
+                        client: &[],
+                        potential_expiry_s: 0,
+                        partner_expiry_s: 0,
+                        cltt_s: 0,
+                    };
+                    if journal.record(&change).is_err() {
+                        shard.push_free(ip, Home::Ours);
+                        if let Some(slot) = shard.slots.get_mut(&ip) {
+                            slot.queued = true;
+                        }
+                        return given;
+                    }
+                    shard.set(subnet, &change);
+                    given.push(to_failover_binding(&change));
+                    take -= 1;
+                    left -= 1;
+                }
+                if left == 0 {
+                    break;
+                }
+            }
+        }
+        given
     }
 
     /// The client's current offer or lease in `subnet`, if it still holds one at `now_s`.
@@ -1540,7 +1705,10 @@ impl LeaseTable {
                     LeaseState::Offered => counts.offered += 1,
                     LeaseState::Bound => counts.bound += 1,
                     LeaseState::Declined => counts.declined += 1,
-                    LeaseState::Released | LeaseState::Expired | LeaseState::Free => {}
+                    LeaseState::Released
+                    | LeaseState::Expired
+                    | LeaseState::Free
+                    | LeaseState::Backup => {}
                 }
             }
         }
@@ -1594,10 +1762,11 @@ pub fn to_failover_binding(change: &Change<'_>) -> failover::Binding {
         LeaseState::Released | LeaseState::Expired | LeaseState::Offered | LeaseState::Free => {
             BindingStatus::Free
         }
+        LeaseState::Backup => BindingStatus::Backup,
     };
-    // A FREE address belongs to no client (draft Table 7.1-1).
+    // A FREE or BACKUP address belongs to no client (draft Table 7.1-1).
     let (hardware, client_id) = match status {
-        BindingStatus::Free => (None, None),
+        BindingStatus::Free | BindingStatus::Backup => (None, None),
         _ => (hardware, client_id),
     };
     failover::Binding {
@@ -1656,7 +1825,7 @@ impl LocalBindings for TableView<'_> {
         let Some(slot) = shard.slots.get(&ip).filter(|s| s.seq != 0) else {
             return Lookup::NoRecord;
         };
-        let mut change = slot.recorded(ip, true);
+        let mut change = slot.recorded(ip, shard.share);
         if change.state.is_timed() && slot.ran_out(self.now_s) {
             // Ran out and not swept yet: what the sweep will make of it.
             if change.state == LeaseState::Declined {
@@ -1972,7 +2141,11 @@ mod tests {
             store(&partner(ip(3), BindingStatus::Active, Some(&hw(9))));
             store(&partner(ip(3), status, Some(&hw(9))));
             let l = lease(ip(3));
-            assert_eq!((l.state, l.client), (LeaseState::Free, None), "{status:?}");
+            let state = match status {
+                BindingStatus::Backup => LeaseState::Backup,
+                _ => LeaseState::Free,
+            };
+            assert_eq!((l.state, l.client), (state, None), "{status:?}");
             assert!(table.binding_of(subnet, hw(9).as_bytes(), NOW).is_none());
         }
         // ABANDONED: declined until the partner's hold ends, or ours if that has passed.
@@ -2746,6 +2919,95 @@ mod tests {
             seen.contains(&theirs),
             "the thawed address was never offered"
         );
+    }
+
+    #[test]
+    fn surplus_is_what_we_hold_beyond_our_share_past_a_15_percent_slack() {
+        let primary = PoolShare::new(Role::Primary, 128, None);
+        let secondary = PoolShare::new(Role::Secondary, 128, None);
+        assert_eq!(primary.surplus(100, 0), 50);
+        assert_eq!(
+            primary.surplus(57, 43),
+            0,
+            "within 15 % of the partner's 50"
+        );
+        assert_eq!(primary.surplus(60, 40), 10);
+        assert_eq!(secondary.surplus(70, 30), 20);
+        assert_eq!(secondary.surplus(30, 70), 0);
+        let standby = PoolShare::new(Role::Primary, 255, None);
+        assert_eq!(standby.surplus(1000, 0), 100);
+        assert_eq!(standby.surplus(910, 90), 0);
+        assert_eq!(primary.surplus(0, 0), 0);
+        assert_eq!(primary.surplus(1, 0), 0);
+    }
+
+    #[test]
+    fn rebalancing_moves_free_addresses_to_the_partner_and_neither_allocates_one_twice() {
+        let s = subnets([10, 0, 1, 1], [10, 0, 1, 200]);
+        let subnet = &s.all()[0];
+        // As with ISC dhcpd: every free address starts the primary's.
+        let isc = |role| PoolShare {
+            split_fresh: false,
+            ..PoolShare::new(role, 128, None)
+        };
+        let primary = LeaseTable::with_share(&s, Some(isc(Role::Primary)));
+        let secondary = LeaseTable::with_share(&s, Some(isc(Role::Secondary)));
+        assert_eq!(
+            secondary.offer(subnet, hw(1).as_bytes(), None, NOW, 30, failover(DESIRED)),
+            Err(DropReason::PoolExhausted)
+        );
+        assert_eq!(primary.free_by_side(subnet, NOW), (200, 0));
+        let mut log = Recorder::default();
+        let given = primary.rebalance(&s, NOW, &mut log);
+        assert_eq!(given.len(), 100);
+        assert!(given.iter().all(|b| b.status == BindingStatus::Backup));
+        assert_eq!(log.0.len(), 100, "recorded before it is sent");
+        assert_eq!(primary.free_by_side(subnet, NOW), (100, 100));
+        assert!(primary.rebalance(&s, NOW, &mut log).is_empty(), "balanced");
+        for b in &given {
+            secondary.apply_partner(&s, b, NOW, &mut Volatile).unwrap();
+        }
+        assert_eq!(secondary.free_by_side(subnet, NOW), (100, 100));
+        // Each side allocates everything it may: no address twice.
+        let drain = |table: &LeaseTable, first: u16| {
+            let mut got = std::collections::HashSet::new();
+            for n in first.. {
+                let Ok(offer) =
+                    table.offer(subnet, hw(n).as_bytes(), None, NOW, 30, failover(DESIRED))
+                else {
+                    break;
+                };
+                assert!(matches!(
+                    commit(table, &s, &hw(n), offer.ip, failover(DESIRED), NOW),
+                    Commit::Bound { .. }
+                ));
+                assert!(got.insert(offer.ip));
+            }
+            got
+        };
+        let ours = drain(&primary, 0);
+        let theirs = drain(&secondary, 1000);
+        assert_eq!((ours.len(), theirs.len()), (100, 100));
+        assert!(ours.is_disjoint(&theirs));
+        let given: std::collections::HashSet<Ipv4Addr> = given.iter().map(|b| b.ip).collect();
+        assert_eq!(theirs, given);
+        // The records put the owner back on replay.
+        let replayed = LeaseTable::with_share(&s, Some(isc(Role::Primary)));
+        for r in &log.0 {
+            replayed.restore(&s, &r.change());
+        }
+        assert_eq!(replayed.free_by_side(subnet, NOW), (100, 100));
+        // A secondary holding too many gives the surplus back as FREE.
+        let rich = LeaseTable::with_share(&s, Some(isc(Role::Secondary)));
+        for ip in subnet.pools[0].addresses().take(150) {
+            let mut b = Binding::new(ip, BindingStatus::Backup);
+            b.stos_s = NOW;
+            rich.apply_partner(&s, &b, NOW, &mut Volatile).unwrap();
+        }
+        let back = rich.rebalance(&s, NOW, &mut Volatile);
+        assert_eq!(back.len(), 50);
+        assert!(back.iter().all(|b| b.status == BindingStatus::Free));
+        assert_eq!(rich.free_by_side(subnet, NOW), (100, 100));
     }
 
     #[test]

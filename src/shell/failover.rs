@@ -64,6 +64,9 @@ const IDLE_POLL: Duration = Duration::from_millis(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the status for `ringlease ctl status` and the metrics is refreshed.
 const PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
+/// How often the pools are balanced with the partner in NORMAL (and on entering it, and on its
+/// POOLREQ): ISC's `min-balance` default.
+const REBALANCE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A durable local change on its way to the failover thread, with when it became durable
 /// (for the replication lag).
@@ -240,7 +243,11 @@ pub fn gate_of(cfg: &FailoverConfig) -> ServiceGate {
 
 /// Which free addresses this server allocates from.
 pub fn share_of(cfg: &FailoverConfig) -> PoolShare {
-    PoolShare::new(cfg.endpoint.role, cfg.split, cfg.backup_share_percent)
+    PoolShare {
+        // ISC dhcpd and Windows start with every free address the primary's.
+        split_fresh: cfg.endpoint.dialect == failover::Dialect::Ringlease,
+        ..PoolShare::new(cfg.endpoint.role, cfg.split, cfg.backup_share_percent)
+    }
 }
 
 /// The relationship's state as the lease log last recorded it.
@@ -302,6 +309,7 @@ pub fn start(
         held: Vec::new(),
         close_after: None,
         gate_state: None,
+        next_rebalance: Instant::now(),
         stop,
     };
     core.gate_state = Some(core.ep.state());
@@ -381,6 +389,8 @@ struct Core {
     close_after: Option<failover::CloseReason>,
     /// A state the workers should follow once it is durable.
     gate_state: Option<FailoverState>,
+    /// When the pools are next balanced with the partner (in NORMAL).
+    next_rebalance: Instant,
     stop: Arc<AtomicBool>,
 }
 
@@ -398,6 +408,11 @@ impl Core {
             }
             if self.ep.poll_timeout().is_some_and(|t| t <= now) {
                 self.ep.handle_timeout(now);
+                self.drain(now);
+            }
+            if self.ep.state() == FailoverState::Normal && Instant::now() >= self.next_rebalance {
+                self.next_rebalance = Instant::now() + REBALANCE_INTERVAL;
+                self.rebalance(now);
                 self.drain(now);
             }
             self.flush(now);
@@ -641,6 +656,27 @@ impl Core {
         got
     }
 
+    /// Gives the partner the free addresses we hold beyond our share; returns how many.
+    fn rebalance(&mut self, now: u64) -> u32 {
+        let given = {
+            let settings = self.server.settings();
+            self.server
+                .leases
+                .rebalance(&settings.subnets, now / 1000, &mut self.journal)
+        };
+        let count = given.len();
+        if count > 0 {
+            self.unsynced = true;
+            tracing::info!(
+                relationship = %self.cfg.endpoint.name,
+                addresses = count,
+                "failover: pool balance: free addresses given to the partner"
+            );
+            self.ep.bindings_changed(now, given);
+        }
+        u32::try_from(count).unwrap_or(u32::MAX)
+    }
+
     fn all_bindings(&self) -> Vec<Binding> {
         let mut all = Vec::new();
         self.server.leases.visit_bindings(|b| all.push(b));
@@ -731,6 +767,9 @@ impl Core {
                     "failover: state changed"
                 );
                 self.gate_state = Some(to);
+                if to == FailoverState::Normal {
+                    self.next_rebalance = Instant::now();
+                }
                 if self.ep.is_new() {
                     // Not yet NORMAL with the partner: a restart must start as new again.
                     return;
@@ -758,6 +797,10 @@ impl Core {
             Output::AllBindingsRequested => {
                 let all = self.all_bindings();
                 self.ep.queue_all_bindings(now, all);
+            }
+            Output::PoolRequested { xid } => {
+                let given = self.rebalance(now);
+                self.ep.answer_pool_request(now, xid, given);
             }
             Output::UpdatesDone => {
                 tracing::info!(relationship = %self.cfg.endpoint.name, "failover: partner finished sending its updates");

@@ -205,6 +205,10 @@ pub enum Output {
     AllBindingsRequested,
     /// The partner finished answering our UPDREQ/UPDREQALL.
     UpdatesDone,
+    /// The secondary asks for addresses (POOLREQ, draft §7.6): rebalance
+    /// ([`crate::proto::lease::LeaseTable::rebalance`]), queue what was given, then call
+    /// [`Endpoint::answer_pool_request`] with `xid` and the count.
+    PoolRequested { xid: u32 },
     /// The draft wants `from → to` but part 1 does not implement it; we stayed in `from`.
     TransitionRefused {
         from: FailoverState,
@@ -515,6 +519,17 @@ impl Endpoint {
         self.pump(now_ms);
     }
 
+    /// Answers the partner's POOLREQ `xid`: `transferred` addresses were queued for it.
+    pub fn answer_pool_request(&mut self, now_ms: u64, xid: u32, transferred: u32) {
+        if self.link != Link::Up {
+            return;
+        }
+        let m = self
+            .message(MessageType::PoolResp, now_ms, xid)
+            .with(code::ADDRESSES_TRANSFERRED, transferred.to_be_bytes());
+        self.send(now_ms, m);
+    }
+
     /// Operator command: go to PARTNER-DOWN (draft §9.8.x, §9.9.x, §9.11). Allowed from
     /// COMMUNICATIONS-INTERRUPTED, RESOLUTION-INTERRUPTED (and NORMAL, per the draft, though
     /// the partner is up); refused elsewhere.
@@ -683,7 +698,14 @@ impl Endpoint {
                 self.out.push_back(Output::AllBindingsRequested);
             }
             (Link::Up, MessageType::UpdDone) => self.on_upddone(now_ms, msg.xid()),
-            // Pool balancing is part 2; POOLREQ/POOLRESP are ignored (MS drops them too).
+            // Draft §7.6; [MS-DHCPF] §3.1.5: a Windows primary drops POOLREQ and balances on
+            // its timer, as we do anyway. A POOLREQ to a secondary is the partner's mistake.
+            (Link::Up, MessageType::PoolReq)
+                if self.cfg.role == Role::Primary && self.cfg.dialect != Dialect::Microsoft =>
+            {
+                self.out.push_back(Output::PoolRequested { xid: msg.xid() });
+            }
+            // POOLRESP only reports a count; the addresses come as BNDUPDs.
             (Link::Up, MessageType::PoolReq | MessageType::PoolResp) => {}
             (_, other) => self.protocol_error(now_ms, ProtocolError::Unexpected(other)),
         }
@@ -1131,8 +1153,20 @@ impl Endpoint {
                 // Back from an outage: ask for whatever the partner changed meanwhile that we
                 // have not acknowledged (it also resends them on entering NORMAL, §9.8.1).
                 self.send_update_request(now_ms, MessageType::UpdReq);
+                self.request_pool(now_ms);
             }
+            FailoverState::Normal => self.request_pool(now_ms),
             _ => {}
+        }
+    }
+
+    /// Draft §9.8.1: a secondary entering NORMAL asks the primary for addresses (not a
+    /// Windows primary: it drops POOLREQ).
+    fn request_pool(&mut self, now_ms: u64) {
+        if self.cfg.role == Role::Secondary && self.cfg.dialect != Dialect::Microsoft {
+            let xid = self.xid();
+            let m = self.message(MessageType::PoolReq, now_ms, xid);
+            self.send(now_ms, m);
         }
     }
 

@@ -660,6 +660,38 @@ fn isc_dialect_sends_one_update_per_bndupd() {
 }
 
 #[test]
+fn the_secondary_asks_for_addresses_on_entering_normal_and_the_primary_answers() {
+    let mut d = up_duo();
+    assert_eq!(d.sent(false, MessageType::PoolReq).len(), 1);
+    let xid = d.sent(false, MessageType::PoolReq)[0].xid;
+    assert!(d.p_out.contains(&Output::PoolRequested { xid }));
+    d.p.answer_pool_request(d.now, xid, 7);
+    d.run();
+    let resp = d.sent(true, MessageType::PoolResp);
+    assert_eq!(resp.len(), 1);
+    assert_eq!(resp[0].xid, xid);
+    assert_eq!(
+        resp[0].option(code::ADDRESSES_TRANSFERRED).unwrap(),
+        &7u32.to_be_bytes()[..]
+    );
+    // A Windows primary drops POOLREQ, so a secondary in that dialect sends none.
+    let ms = |role| Config {
+        dialect: Dialect::Microsoft,
+        mclt_check: MclCheck::RequireEqual,
+        ..cfg(role)
+    };
+    let mut d = Duo::new(
+        ms(Role::Primary),
+        ms(Role::Secondary),
+        normal_persisted(),
+        normal_persisted(),
+    );
+    d.connect();
+    assert_eq!(d.s.state(), FailoverState::Normal);
+    assert!(d.sent(false, MessageType::PoolReq).is_empty());
+}
+
+#[test]
 fn microsoft_dialect_wire_details() {
     let c = Config {
         dialect: Dialect::Microsoft,
