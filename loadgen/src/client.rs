@@ -141,6 +141,9 @@ pub struct Client {
     pub ip: u32,
     /// Server identifier from the OFFER (0 = none yet).
     pub server_id: u32,
+    /// Index (in `--server` order) of the server whose OFFER or ACK the client took: its renewals and releases go
+    /// there. Always 0 with one server.
+    pub server: u8,
     /// Microseconds since the run's epoch: start of the exchange and last transmission.
     pub started_us: u64,
     pub sent_us: u64,
@@ -154,6 +157,7 @@ impl Client {
         generation: 0,
         ip: 0,
         server_id: 0,
+        server: 0,
         started_us: 0,
         sent_us: 0,
     };

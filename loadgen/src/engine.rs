@@ -5,19 +5,22 @@
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write as _};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ringlease::proto::wire::dhcp::{MessageType, Packet, PacketWriter};
 use ringlease::proto::wire::options::code;
 use ringlease_ring::{DatagramIo, SendQueue};
 
 use crate::client::{mix64, split_xid, xid, Backoff, Client, Identity, Kind, Scenario, State};
-use crate::stats::{Pair, Stats, Violation};
+use crate::stats::{Pair, ServerStats, Stats, Violation};
 
 /// New exchanges issued per loop turn at most, so receiving keeps pace when the bucket is far behind.
 const ISSUE_BURST: u64 = 512;
-/// Datagrams taken per receive call; each may queue one message, so this stays below the send queue capacity.
+/// Datagrams taken per receive call; each may queue one message (to each server), so this stays below the send queue
+/// capacity (the receive call takes RECV_BATCH / number of servers).
 const RECV_BATCH: usize = 1024;
+/// Most `--server`s: a message goes to each of them, so RECV_BATCH * MAX_SERVERS must fit SEND_QUEUE.
+pub const MAX_SERVERS: usize = 8;
 const SEND_QUEUE: usize = 8192;
 /// Longest sleep in one receive call: the timer wheel has millisecond slots.
 const MAX_WAIT: Duration = Duration::from_millis(1);
@@ -66,7 +69,10 @@ impl Subnet {
 
 #[derive(Clone, Debug)]
 pub struct Settings {
-    pub server: SocketAddrV4,
+    /// The DHCP servers, as a relay agent's helper addresses: at least one, at most [`MAX_SERVERS`], distinct. With
+    /// several, every message a client broadcasts goes to each of them and the client takes the first OFFER; its
+    /// renewals and releases go to the server it chose (see [`to_every_server`]).
+    pub servers: Vec<SocketAddrV4>,
     pub giaddr: Ipv4Addr,
     pub clients: u32,
     pub seed: u64,
@@ -194,10 +200,53 @@ pub struct Engine {
     epoch: Instant,
     next_client: u32,
     in_flight: u64,
-    /// Option 54 of the first reply: every later reply must carry the same.
-    server_id: Option<u32>,
+    /// Option 54 of the first reply of each server (`--server` order): every later reply of it must carry the same.
+    server_ids: Vec<Option<u32>>,
     exchange_seq: u64,
     stats: Stats,
+    /// Wall clock at `epoch`, ms since 1970.
+    epoch_unix_ms: u64,
+    /// When the current run or step began, µs since `epoch`.
+    phase_start_us: u64,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// With several servers, what the relay agent forwards to every one of them: everything a client broadcasts
+/// (DISCOVER, the SELECTING and INIT-REBOOT REQUESTs, DECLINE; RFC 2131 §4.4). A renewal (REQUEST from RENEWING) and a
+/// RELEASE are the client's unicast to the server it chose, so they go to that server only.
+pub fn to_every_server(t: MessageType, state: State) -> bool {
+    !matches!(
+        (t, state),
+        (MessageType::Request, State::Renewing) | (MessageType::Release, _)
+    )
+}
+
+/// Where message `t` of client `c` goes: every server, or (a single server, or a unicast message) the client's.
+fn targets<'a>(servers: &'a [SocketAddrV4], c: &Client, t: MessageType) -> &'a [SocketAddrV4] {
+    if servers.len() > 1 && to_every_server(t, c.state) {
+        servers
+    } else {
+        let i = usize::from(c.server).min(servers.len() - 1);
+        &servers[i..=i]
+    }
+}
+
+/// One client's binding at the end of a run, for `--bindings`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Binding {
+    pub index: u32,
+    pub mac: [u8; 6],
+    pub ip: Ipv4Addr,
+    /// The server the client chose (its renewals went there).
+    pub server: SocketAddrV4,
+    /// The exchange that last ACKed the address, and when it started (ms since 1970).
+    pub kind: Kind,
+    pub since_unix_ms: u64,
 }
 
 impl Engine {
@@ -212,10 +261,58 @@ impl Engine {
             epoch: Instant::now(),
             next_client: 0,
             in_flight: 0,
-            server_id: None,
+            server_ids: vec![None; s.servers.len()],
             exchange_seq: 0,
             stats: Stats::new(s.keep_violations),
+            epoch_unix_ms: unix_ms(),
+            phase_start_us: 0,
             s,
+        }
+    }
+
+    fn multi(&self) -> bool {
+        self.s.servers.len() > 1
+    }
+
+    /// Would one more message (one datagram per server) overflow the send queue?
+    fn queue_full(&self) -> bool {
+        self.queue.len() + self.s.servers.len() > self.queue.capacity()
+    }
+
+    /// Fresh counters for a run or step (per server too, with several).
+    fn fresh_stats(&self) -> Stats {
+        let mut st = Stats::new(self.s.keep_violations);
+        if self.multi() {
+            st.by_server = vec![ServerStats::default(); self.s.servers.len()];
+        }
+        st.start_unix_ms = unix_ms();
+        st
+    }
+
+    /// Which of the servers sent a reply from `src`: the same address and port, else the same address. Always the
+    /// first with a single server; None if no server has that address.
+    fn server_of(&self, src: SocketAddrV4) -> Option<usize> {
+        if !self.multi() {
+            return Some(0);
+        }
+        let servers = &self.s.servers;
+        servers
+            .iter()
+            .position(|s| *s == src)
+            .or_else(|| servers.iter().position(|s| s.ip() == src.ip()))
+    }
+
+    /// Counts an answer of `server` (only kept with several servers).
+    fn count_answer(
+        &mut self,
+        server: Option<usize>,
+        now: u64,
+        what: impl FnOnce(&mut ServerStats),
+    ) {
+        let since = now.saturating_sub(self.phase_start_us);
+        if let Some(st) = server.and_then(|i| self.stats.by_server.get_mut(i)) {
+            st.count_answer(since);
+            what(st);
         }
     }
 
@@ -226,8 +323,10 @@ impl Engine {
     /// Runs one phase and returns its statistics. Client states and the address map carry over to the next phase;
     /// exchanges still unanswered after the drain are abandoned (counted as `unfinished`).
     pub fn run_phase(&mut self, io: &mut dyn DatagramIo, phase: Phase) -> std::io::Result<Stats> {
-        self.stats = Stats::new(self.s.keep_violations);
+        self.stats = self.fresh_stats();
         let start = Instant::now();
+        self.phase_start_us = self.now_us();
+        let recv_batch = RECV_BATCH / self.s.servers.len().max(1);
         let show = self.s.progress && std::io::stderr().is_terminal();
         let mut last_tick = (start, 0u64);
         let mut issued = 0u64;
@@ -253,7 +352,7 @@ impl Engine {
                     while budget > 0 && self.start_exchange() {
                         issued += 1;
                         budget -= 1;
-                        if self.queue.len() == self.queue.capacity() {
+                        if self.queue_full() {
                             self.flush(io)?;
                         }
                     }
@@ -267,7 +366,7 @@ impl Engine {
             }
             self.expire_timers(io)?;
             self.flush(io)?;
-            io.recv_batch(RECV_BATCH, wait, &mut |d| self.on_datagram(d.data))?;
+            io.recv_batch(recv_batch, wait, &mut |d| self.on_datagram(d.data, d.src))?;
             self.flush(io)?;
             if show && now - last_tick.0 >= Duration::from_secs(1) {
                 let done = self.stats.completed_total();
@@ -397,13 +496,19 @@ impl Engine {
         c.sent_us = now;
         let c = *c;
         let (identity, s) = (self.identity, &self.s);
-        let queued = self.queue.push(0, s.server, None, |buf| {
-            write_message(buf, &identity, s, idx, &c, t, now).unwrap_or(0)
-        });
+        // Counted once per message, however many servers it goes to (drops and retransmissions are per message).
+        let mut queued = false;
+        for &to in targets(&s.servers, &c, t) {
+            if self.queue.push(0, to, None, |buf| {
+                write_message(buf, &identity, s, idx, &c, t, now).unwrap_or(0)
+            }) {
+                queued = true;
+            } else {
+                self.stats.send_failed += 1;
+            }
+        }
         if queued {
             self.stats.sent[t as usize - 1] += 1;
-        } else {
-            self.stats.send_failed += 1;
         }
         if !matches!(t, MessageType::Release | MessageType::Decline) {
             let noise = mix64(self.s.seed ^ (u64::from(idx) << 16) ^ u64::from(c.timer_stamp()));
@@ -417,7 +522,7 @@ impl Engine {
         let mut due = std::mem::take(&mut self.due);
         while self.wheel.take_due(now_ms, &mut due) {
             for &(idx, stamp) in &due {
-                if self.queue.len() == self.queue.capacity() {
+                if self.queue_full() {
                     self.flush(io)?;
                 }
                 self.on_timer(idx, stamp);
@@ -452,10 +557,11 @@ impl Engine {
         self.stats.violations.add(v, client, detail);
     }
 
-    /// One received datagram. Never panics on bad bytes: anything wrong is a counted violation.
-    fn on_datagram(&mut self, data: &[u8]) {
+    /// One received datagram from `src`. Never panics on bad bytes: anything wrong is a counted violation.
+    fn on_datagram(&mut self, data: &[u8], src: SocketAddrV4) {
         self.stats.received += 1;
         let now = self.now_us();
+        let server = self.server_of(src);
         let p = match Packet::parse(data) {
             Ok(p) => p,
             Err(e) => {
@@ -484,6 +590,7 @@ impl Engine {
         if c.state == State::Echoing {
             if p.op() == 1 && p.message_type() == MessageType::Discover {
                 self.stats.answered += 1;
+                self.count_answer(server, now, |_| {});
                 self.stats.record_pair(Pair::Echo, now - c.sent_us);
                 self.complete(idx, now);
             } else {
@@ -504,26 +611,44 @@ impl Engine {
         match (c.state, mt) {
             (State::Selecting, MessageType::Offer) => {
                 self.stats.answered += 1;
+                self.count_answer(server, now, |st| st.offers_taken += 1);
                 self.stats.record_pair(Pair::DiscoverOffer, now - c.sent_us);
-                self.check_common(idx, &p);
+                self.check_common(idx, &p, server);
+                // The first OFFER wins: the client's REQUEST names that server, and its renewals go there.
+                let sid = p.server_id();
+                let chosen = server
+                    .or_else(|| {
+                        sid.and_then(|id| self.s.servers.iter().position(|s| *s.ip() == id))
+                    })
+                    .unwrap_or(0);
                 let cl = &mut self.clients[idx as usize];
                 cl.ip = u32::from(p.yiaddr());
-                cl.server_id = p
-                    .server_id()
-                    .map_or(u32::from(*self.s.server.ip()), u32::from);
+                cl.server_id = sid.map_or(u32::from(*self.s.servers[chosen].ip()), u32::from);
+                cl.server = chosen as u8;
                 cl.state = State::Requesting;
                 cl.tries = 0;
                 self.transmit(idx, MessageType::Request);
             }
             (State::Requesting | State::Renewing | State::Rebooting, MessageType::Ack) => {
                 self.stats.answered += 1;
+                self.count_answer(server, now, |st| st.acks += 1);
                 let pair = match c.state {
                     State::Requesting => Pair::RequestAck,
                     State::Renewing => Pair::RenewAck,
                     _ => Pair::RebootAck,
                 };
                 self.stats.record_pair(pair, now - c.sent_us);
-                self.check_common(idx, &p);
+                self.check_common(idx, &p, server);
+                self.check_selected(idx, &p, c);
+                if self.multi() && c.state == State::Rebooting {
+                    // INIT-REBOOT went to every server: the first ACK's server is the client's from now on.
+                    let chosen = server.unwrap_or(usize::from(c.server));
+                    let cl = &mut self.clients[idx as usize];
+                    cl.server = chosen as u8;
+                    cl.server_id = p
+                        .server_id()
+                        .map_or(u32::from(*self.s.servers[chosen].ip()), u32::from);
+                }
                 let yiaddr = u32::from(p.yiaddr());
                 if yiaddr != c.ip {
                     self.violation(Violation::AckAddressMismatch, Some(idx), || {
@@ -535,8 +660,10 @@ impl Engine {
             }
             (State::Requesting | State::Renewing | State::Rebooting, MessageType::Nak) => {
                 self.stats.answered += 1;
+                self.count_answer(server, now, |st| st.naks += 1);
                 self.stats.naks += 1;
-                self.check_server_id(idx, &p);
+                self.check_server_id(idx, &p, server);
+                self.check_selected(idx, &p, c);
                 self.in_flight -= 1;
                 self.drop_lease(idx);
             }
@@ -562,7 +689,7 @@ impl Engine {
     }
 
     /// Checks every OFFER and ACK must pass: yiaddr in the subnet, lease time present, server identifier stable.
-    fn check_common(&mut self, idx: u32, p: &Packet<'_>) {
+    fn check_common(&mut self, idx: u32, p: &Packet<'_>, server: Option<usize>) {
         let y = u32::from(p.yiaddr());
         if y == 0 || self.s.subnet.is_some_and(|s| !s.contains(y)) {
             self.violation(Violation::YiaddrOutsideSubnet, Some(idx), || {
@@ -574,16 +701,37 @@ impl Engine {
                 format!("{} without option 51", p.message_type().name())
             });
         }
-        self.check_server_id(idx, p);
+        self.check_server_id(idx, p, server);
     }
 
-    fn check_server_id(&mut self, idx: u32, p: &Packet<'_>) {
-        match (p.server_id().map(u32::from), self.server_id) {
+    /// With several servers: an ACK or NAK to a SELECTING REQUEST must come from the server the REQUEST named.
+    fn check_selected(&mut self, idx: u32, p: &Packet<'_>, c: Client) {
+        if !self.multi() || c.state != State::Requesting {
+            return;
+        }
+        if let Some(got) = p.server_id().filter(|got| u32::from(*got) != c.server_id) {
+            self.violation(Violation::UnselectedServer, Some(idx), || {
+                format!(
+                    "{} from {got}, but the REQUEST named {}",
+                    p.message_type().name(),
+                    Ipv4Addr::from(c.server_id)
+                )
+            });
+        }
+    }
+
+    /// Option 54 is present and, per server (the one `server` names; always the first with a single server), the
+    /// same as in its first reply.
+    fn check_server_id(&mut self, idx: u32, p: &Packet<'_>, server: Option<usize>) {
+        let first = server.and_then(|i| self.server_ids.get(i).copied().map(|f| (i, f)));
+        match (p.server_id().map(u32::from), first) {
             (None, _) => self.violation(Violation::NoServerId, Some(idx), || {
                 format!("{} without option 54", p.message_type().name())
             }),
-            (Some(got), None) => self.server_id = Some(got),
-            (Some(got), Some(first)) if got != first => {
+            // A reply from an address that is none of the servers': nothing to compare with.
+            (Some(_), None) => {}
+            (Some(got), Some((i, None))) => self.server_ids[i] = Some(got),
+            (Some(got), Some((_, Some(first)))) if got != first => {
                 self.violation(Violation::ServerIdChanged, Some(idx), || {
                     format!(
                         "{} now, {} first",
@@ -613,9 +761,37 @@ impl Engine {
         self.clients[idx as usize].ip = ip;
     }
 
-    /// Server identifier learned from the replies so far.
+    /// Server identifier learned from the replies so far (of the first server).
     pub fn server_id(&self) -> Option<Ipv4Addr> {
-        self.server_id.map(Ipv4Addr::from)
+        self.server_ids
+            .first()
+            .copied()
+            .flatten()
+            .map(Ipv4Addr::from)
+    }
+
+    /// Server identifier learned from each server's replies, in `--server` order.
+    pub fn server_ids(&self) -> Vec<Option<Ipv4Addr>> {
+        self.server_ids
+            .iter()
+            .map(|i| i.map(Ipv4Addr::from))
+            .collect()
+    }
+
+    /// Every client that holds an address (after a run: was ACKed it and neither gave it up nor failed since).
+    pub fn bindings(&self) -> impl Iterator<Item = Binding> + '_ {
+        self.clients
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.state.holds_address())
+            .map(|(i, c)| Binding {
+                index: i as u32,
+                mac: self.identity.mac(i as u32),
+                ip: Ipv4Addr::from(c.ip),
+                server: self.s.servers[usize::from(c.server).min(self.s.servers.len() - 1)],
+                kind: c.kind,
+                since_unix_ms: self.epoch_unix_ms + c.started_us / 1000,
+            })
     }
 }
 
@@ -677,7 +853,7 @@ mod tests {
 
     fn settings(scenario: Scenario) -> Settings {
         Settings {
-            server: "127.0.0.1:6767".parse().unwrap(),
+            servers: vec![SERVER_A],
             giaddr: Ipv4Addr::new(127, 0, 0, 2),
             clients: 4,
             seed: 1,
@@ -722,14 +898,26 @@ mod tests {
     }
 
     const SID: Option<Ipv4Addr> = Some(Ipv4Addr::new(10, 0, 0, 1));
+    const SERVER_A: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 6767);
+
+    /// Replies from the (first) server.
+    trait Feed {
+        fn feed(&mut self, d: &[u8]);
+    }
+
+    impl Feed for Engine {
+        fn feed(&mut self, d: &[u8]) {
+            self.on_datagram(d, SERVER_A);
+        }
+    }
 
     fn dora(e: &mut Engine, ip: Ipv4Addr) -> u32 {
         assert!(e.start_exchange());
         let idx = (e.next_client + e.s.clients - 1) % e.s.clients;
         assert_eq!(e.clients[idx as usize].state, State::Selecting);
-        e.on_datagram(&reply(e, idx, MessageType::Offer, ip, SID));
+        e.feed(&reply(e, idx, MessageType::Offer, ip, SID));
         assert_eq!(e.clients[idx as usize].state, State::Requesting);
-        e.on_datagram(&reply(e, idx, MessageType::Ack, ip, SID));
+        e.feed(&reply(e, idx, MessageType::Ack, ip, SID));
         idx
     }
 
@@ -744,7 +932,7 @@ mod tests {
         e.next_client = idx;
         assert!(e.start_exchange());
         assert_eq!(e.clients[idx as usize].state, State::Renewing);
-        e.on_datagram(&reply(
+        e.feed(&reply(
             &e,
             idx,
             MessageType::Ack,
@@ -774,7 +962,7 @@ mod tests {
         // Outside the subnet, no server id, garbage, unknown xid.
         assert!(e.start_exchange());
         let idx = 2;
-        e.on_datagram(&reply(
+        e.feed(&reply(
             &e,
             idx,
             MessageType::Offer,
@@ -786,16 +974,16 @@ mod tests {
             1
         );
         assert_eq!(e.stats.violations.counts[Violation::NoServerId as usize], 1);
-        e.on_datagram(&[1, 2, 3]);
+        e.feed(&[1, 2, 3]);
         assert_eq!(e.stats.violations.counts[Violation::Malformed as usize], 1);
         let mut bad = reply(&e, idx, MessageType::Ack, Ipv4Addr::new(10, 0, 0, 3), SID);
         bad[4] = 0x00;
         bad[5] = 0xff; // xid names client 0xff....: not one of ours
-        e.on_datagram(&bad);
+        e.feed(&bad);
         assert_eq!(e.stats.violations.counts[Violation::UnknownXid as usize], 1);
         let mut bad = reply(&e, idx, MessageType::Ack, Ipv4Addr::new(10, 0, 0, 3), SID);
         bad[30] ^= 1; // chaddr no longer the client's
-        e.on_datagram(&bad);
+        e.feed(&bad);
         assert_eq!(
             e.stats.violations.counts[Violation::ChaddrMismatch as usize],
             1
@@ -827,7 +1015,7 @@ mod tests {
         let idx = dora(&mut e, Ipv4Addr::new(10, 0, 0, 7));
         // A late second ACK of the same exchange.
         let late = reply(&e, idx, MessageType::Ack, Ipv4Addr::new(10, 0, 0, 7), SID);
-        e.on_datagram(&late);
+        e.feed(&late);
         assert_eq!(e.stats.stale, 1);
         assert_eq!(e.stats.violations.total(), 0);
     }
@@ -856,5 +1044,228 @@ mod tests {
         assert!(!s.contains(u32::from(Ipv4Addr::new(10, 2, 0, 1))));
         assert!(Subnet::parse("10.0.0.0/33").is_err());
         assert!(Subnet::parse("0.0.0.0/0").unwrap().contains(1));
+    }
+
+    // -- several servers --------------------------------------------------------------------------------------------
+
+    const SERVER_B: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 9), 6767);
+    const SID_A: Option<Ipv4Addr> = SID;
+    const SID_B: Option<Ipv4Addr> = Some(Ipv4Addr::new(10, 0, 0, 2));
+
+    fn two_servers(scenario: Scenario) -> Engine {
+        let mut s = settings(scenario);
+        s.servers = vec![SERVER_A, SERVER_B];
+        let mut e = Engine::new(s);
+        e.stats = e.fresh_stats();
+        e
+    }
+
+    /// Where client `idx`'s next message `t` would go.
+    fn dests(e: &Engine, idx: u32, t: MessageType) -> Vec<SocketAddrV4> {
+        targets(&e.s.servers, &e.clients[idx as usize], t).to_vec()
+    }
+
+    /// DISCOVER to both, OFFER from `from`, REQUEST to both, ACK from `from`.
+    fn dora_via(e: &mut Engine, from: (SocketAddrV4, Option<Ipv4Addr>), ip: Ipv4Addr) -> u32 {
+        let queued = e.queue.len();
+        assert!(e.start_exchange());
+        let idx = (e.next_client + e.s.clients - 1) % e.s.clients;
+        assert_eq!(
+            e.queue.len(),
+            queued + 2,
+            "the DISCOVER goes to both servers"
+        );
+        e.on_datagram(&reply(e, idx, MessageType::Offer, ip, from.1), from.0);
+        assert_eq!(e.clients[idx as usize].state, State::Requesting);
+        assert_eq!(
+            e.queue.len(),
+            queued + 4,
+            "the REQUEST goes to both servers"
+        );
+        e.on_datagram(&reply(e, idx, MessageType::Ack, ip, from.1), from.0);
+        assert_eq!(e.clients[idx as usize].state, State::Bound);
+        idx
+    }
+
+    #[test]
+    fn one_server_gets_every_message() {
+        let mut e = Engine::new(settings(Scenario::Single(Kind::Renew)));
+        let idx = dora(&mut e, Ipv4Addr::new(10, 0, 0, 5));
+        assert_eq!(e.queue.len(), 2, "one datagram per message");
+        for t in [
+            MessageType::Discover,
+            MessageType::Request,
+            MessageType::Release,
+            MessageType::Decline,
+        ] {
+            assert_eq!(dests(&e, idx, t), vec![SERVER_A]);
+        }
+        assert!(e.stats.by_server.is_empty(), "no per-server figures");
+        assert_eq!(e.server_id(), SID);
+    }
+
+    #[test]
+    fn several_servers_first_offer_wins_and_renewals_go_to_it() {
+        let mut e = two_servers(Scenario::Single(Kind::Renew));
+        assert!(e.start_exchange());
+        let idx = 0;
+        assert_eq!(
+            dests(&e, idx, MessageType::Discover),
+            vec![SERVER_A, SERVER_B]
+        );
+        assert_eq!(e.queue.len(), 2);
+        let ip = Ipv4Addr::new(10, 0, 0, 5);
+        // B answers first: the client takes its OFFER and names it in the REQUEST (sent to both, as broadcast).
+        e.on_datagram(&reply(&e, idx, MessageType::Offer, ip, SID_B), SERVER_B);
+        let c = e.clients[idx as usize];
+        assert_eq!(
+            (c.state, c.server, c.server_id),
+            (State::Requesting, 1, 0x0a00_0002)
+        );
+        assert_eq!(e.queue.len(), 4);
+        // A's OFFER comes second: stale, not a violation.
+        e.on_datagram(
+            &reply(
+                &e,
+                idx,
+                MessageType::Offer,
+                Ipv4Addr::new(10, 0, 0, 6),
+                SID_A,
+            ),
+            SERVER_A,
+        );
+        assert_eq!(e.stats.stale, 1);
+        e.on_datagram(&reply(&e, idx, MessageType::Ack, ip, SID_B), SERVER_B);
+        assert_eq!(e.clients[idx as usize].state, State::Bound);
+        // The renewal is the client's unicast: to B only. So is a release; a decline is broadcast.
+        assert_eq!(dests(&e, idx, MessageType::Release), vec![SERVER_B]);
+        assert_eq!(
+            dests(&e, idx, MessageType::Decline),
+            vec![SERVER_A, SERVER_B]
+        );
+        e.next_client = idx;
+        assert!(e.start_exchange());
+        assert_eq!(e.clients[idx as usize].state, State::Renewing);
+        assert_eq!(dests(&e, idx, MessageType::Request), vec![SERVER_B]);
+        assert_eq!(e.queue.len(), 5, "one datagram for the renewal");
+        e.on_datagram(&reply(&e, idx, MessageType::Ack, ip, SID_B), SERVER_B);
+        assert_eq!(e.stats.completed[Kind::Renew as usize], 1);
+        assert_eq!(
+            e.stats.violations.total(),
+            0,
+            "{:?}",
+            e.stats.violations.first
+        );
+        let b = &e.stats.by_server;
+        assert_eq!((b[0].answered, b[0].offers_taken, b[0].acks), (0, 0, 0));
+        assert_eq!((b[1].answered, b[1].offers_taken, b[1].acks), (3, 1, 2));
+        assert_eq!(b[1].answered_per_second.iter().sum::<u64>(), 3);
+        assert_eq!(e.server_ids(), vec![None, SID_B]);
+        let bound: Vec<Binding> = e.bindings().collect();
+        assert_eq!(bound.len(), 1);
+        assert_eq!(
+            (bound[0].ip, bound[0].server, bound[0].kind),
+            (ip, SERVER_B, Kind::Renew)
+        );
+        assert_eq!(bound[0].mac, e.identity.mac(idx));
+    }
+
+    #[test]
+    fn several_servers_one_address_for_two_clients_is_a_duplicate() {
+        let mut e = two_servers(Scenario::Single(Kind::Dora));
+        let ip = Ipv4Addr::new(10, 0, 0, 9);
+        let a = dora_via(&mut e, (SERVER_A, SID_A), ip);
+        let b = dora_via(&mut e, (SERVER_B, SID_B), ip);
+        assert_ne!(a, b);
+        assert_eq!(
+            e.stats.violations.counts[Violation::DuplicateAddress as usize],
+            1,
+            "granted by different servers, held at the same time: {:?}",
+            e.stats.violations.first
+        );
+        assert_eq!(e.stats.violations.total(), 1);
+    }
+
+    #[test]
+    fn several_servers_answer_checks() {
+        let mut e = two_servers(Scenario::Single(Kind::Dora));
+        // The client takes A's OFFER; an ACK from B, which its REQUEST did not name, is a violation.
+        assert!(e.start_exchange());
+        let ip = Ipv4Addr::new(10, 0, 0, 3);
+        e.on_datagram(&reply(&e, 0, MessageType::Offer, ip, SID_A), SERVER_A);
+        e.on_datagram(&reply(&e, 0, MessageType::Ack, ip, SID_B), SERVER_B);
+        assert_eq!(
+            e.stats.violations.counts[Violation::UnselectedServer as usize],
+            1
+        );
+        // Each server keeps its own identifier: two servers, two ids, no change reported...
+        dora_via(&mut e, (SERVER_A, SID_A), Ipv4Addr::new(10, 0, 0, 4));
+        dora_via(&mut e, (SERVER_B, SID_B), Ipv4Addr::new(10, 0, 0, 5));
+        assert_eq!(
+            e.stats.violations.counts[Violation::ServerIdChanged as usize],
+            0
+        );
+        // ...but one server answering with another id is.
+        assert!(e.start_exchange());
+        let idx = 3;
+        e.on_datagram(
+            &reply(
+                &e,
+                idx,
+                MessageType::Offer,
+                Ipv4Addr::new(10, 0, 0, 6),
+                SID_B,
+            ),
+            SERVER_A,
+        );
+        assert_eq!(
+            e.stats.violations.counts[Violation::ServerIdChanged as usize],
+            1
+        );
+        // A reply from an address that is no server's is still checked for everything else.
+        let before = e.stats.violations.total();
+        e.on_datagram(
+            &reply(&e, idx, MessageType::Ack, Ipv4Addr::new(10, 0, 0, 6), SID_B),
+            "127.0.0.77:67".parse().unwrap(),
+        );
+        assert_eq!(
+            e.stats.violations.total(),
+            before,
+            "{:?}",
+            e.stats.violations.first
+        );
+    }
+
+    #[test]
+    fn several_servers_init_reboot_takes_the_first_ack() {
+        let mut e = two_servers(Scenario::Single(Kind::InitReboot));
+        let ip = Ipv4Addr::new(10, 0, 0, 8);
+        let idx = dora_via(&mut e, (SERVER_A, SID_A), ip);
+        e.next_client = idx;
+        let queued = e.queue.len();
+        assert!(e.start_exchange());
+        assert_eq!(e.clients[idx as usize].state, State::Rebooting);
+        assert_eq!(
+            e.queue.len(),
+            queued + 2,
+            "INIT-REBOOT is broadcast: both servers"
+        );
+        e.on_datagram(&reply(&e, idx, MessageType::Ack, ip, SID_B), SERVER_B);
+        let c = e.clients[idx as usize];
+        assert_eq!(
+            (c.state, c.server, c.server_id),
+            (State::Bound, 1, 0x0a00_0002)
+        );
+        // The second ACK is stale; the next renewal goes to B.
+        e.on_datagram(&reply(&e, idx, MessageType::Ack, ip, SID_A), SERVER_A);
+        assert_eq!(e.stats.stale, 1);
+        assert_eq!(
+            e.stats.violations.total(),
+            0,
+            "{:?}",
+            e.stats.violations.first
+        );
+        e.clients[idx as usize].state = State::Renewing;
+        assert_eq!(dests(&e, idx, MessageType::Request), vec![SERVER_B]);
     }
 }

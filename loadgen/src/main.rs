@@ -17,7 +17,7 @@ use ringlease_ring::{BackendChoice, DatagramIo, GroupConfig, RingParams, Steerin
 use serde_json::{json, Value};
 
 use client::{Backoff, Kind, Scenario, MAX_CLIENTS};
-use engine::{Engine, Phase, Settings, Subnet};
+use engine::{Engine, Phase, Settings, Subnet, MAX_SERVERS};
 use stats::{Stats, Violations};
 
 #[derive(Parser, Debug)]
@@ -43,9 +43,12 @@ enum Cmd {
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// DHCP server address, IP or IP:PORT (port 67 by default).
-    #[arg(long, value_name = "IP[:PORT]")]
-    server: Option<String>,
+    /// DHCP server address, IP or IP:PORT (port 67 by default). Repeat it (or separate by commas) for several servers,
+    /// as a relay with several helper addresses: each client message goes to all of them, the client takes the first
+    /// OFFER (its REQUEST names that server), renewals and releases go to that server only; the duplicate-address
+    /// check covers the answers of all.
+    #[arg(long, value_name = "IP[:PORT]", value_delimiter = ',')]
+    server: Vec<String>,
     /// The relay agent's address (giaddr). The load generator listens on it, on the server's port (where servers
     /// send relayed replies), unless --relay-port says otherwise.
     #[arg(long, value_name = "IP")]
@@ -124,6 +127,10 @@ struct RunArgs {
     /// SO_RCVBUF / SO_SNDBUF of the relay socket, bytes.
     #[arg(long, default_value_t = 32 << 20)]
     socket_buffer: usize,
+    /// At the end, write every client that holds an address (tab-separated: index, hardware address, address, server,
+    /// last exchange, its start in ms since 1970).
+    #[arg(long, value_name = "FILE")]
+    bindings: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -204,18 +211,38 @@ struct Plan {
     find_max: bool,
 }
 
-fn plan(a: &RunArgs) -> Result<Plan, String> {
-    let server = a
-        .server
-        .as_deref()
-        .ok_or("--server IP[:PORT] is required")?;
-    let server: SocketAddrV4 = match server.parse::<Ipv4Addr>() {
+fn parse_server(server: &str, allow_remote: bool) -> Result<SocketAddrV4, String> {
+    let server = server.trim();
+    let addr: SocketAddrV4 = match server.parse::<Ipv4Addr>() {
         Ok(ip) => SocketAddrV4::new(ip, SERVER_PORT),
         Err(_) => server
             .parse()
             .map_err(|_| format!("--server {server:?} is not IP or IP:PORT"))?,
     };
-    check_target(*server.ip(), a.allow_remote)?;
+    check_target(*addr.ip(), allow_remote)?;
+    Ok(addr)
+}
+
+fn plan(a: &RunArgs) -> Result<Plan, String> {
+    if a.server.is_empty() {
+        return Err("--server IP[:PORT] is required".into());
+    }
+    let servers = a
+        .server
+        .iter()
+        .map(|s| parse_server(s, a.allow_remote))
+        .collect::<Result<Vec<_>, _>>()?;
+    if servers.len() > MAX_SERVERS {
+        return Err(format!("at most {MAX_SERVERS} --server addresses"));
+    }
+    if let Some(dup) = servers
+        .iter()
+        .enumerate()
+        .find_map(|(i, s)| servers[..i].contains(s).then_some(s))
+    {
+        return Err(format!("--server {dup} is given twice"));
+    }
+    let server = servers[0];
     let giaddr = a.giaddr.ok_or("--giaddr IP is required")?;
     if giaddr.is_unspecified() || giaddr.is_broadcast() || giaddr.is_multicast() {
         return Err(format!(
@@ -223,7 +250,7 @@ fn plan(a: &RunArgs) -> Result<Plan, String> {
         ));
     }
     let relay = SocketAddrV4::new(giaddr, a.relay_port.unwrap_or(server.port()));
-    if relay == server {
+    if servers.contains(&relay) {
         return Err(format!(
             "the relay would listen on the server's own address {relay}"
         ));
@@ -277,7 +304,7 @@ fn plan(a: &RunArgs) -> Result<Plan, String> {
     let subnet = a.subnet.as_deref().map(Subnet::parse).transpose()?;
     Ok(Plan {
         settings: Settings {
-            server,
+            servers,
             giaddr,
             clients: a.clients,
             seed: a.seed,
@@ -366,9 +393,10 @@ fn run(a: &RunArgs) -> Result<ExitCode, String> {
     }
     let mut io = open_relay(plan.relay, &a.backend, a.socket_buffer)?;
     let s = &plan.settings;
+    let servers: Vec<String> = s.servers.iter().map(ToString::to_string).collect();
     println!(
         "ringlease-loadgen: {} via relay {} ({} backend), scenario {}, {} clients, seed {}",
-        s.server,
+        servers.join(", "),
         plan.relay,
         io.backend().name(),
         a.scenario,
@@ -430,6 +458,18 @@ fn run(a: &RunArgs) -> Result<ExitCode, String> {
         (stats, j, v)
     };
     print!("{}", stats.summary());
+    let server_ids = engine.server_ids();
+    for (i, st) in stats.by_server.iter().enumerate() {
+        println!(
+            "server {} (id {}): {} answered: {} OFFERs taken, {} ACKs, {} NAKs",
+            s.servers[i],
+            server_ids[i].map_or("-".to_string(), |id| id.to_string()),
+            st.answered,
+            st.offers_taken,
+            st.acks,
+            st.naks
+        );
+    }
     if plan.find_max && violations.total() > stats.violations.total() {
         println!("violations over the whole search: {}", violations.total());
     }
@@ -441,7 +481,22 @@ fn run(a: &RunArgs) -> Result<ExitCode, String> {
     });
     json["clients"] = json!(s.clients);
     json["seed"] = json!(s.seed);
-    json["server"] = json!(s.server.to_string());
+    json["server"] = json!(servers.join(","));
+    if !stats.by_server.is_empty() {
+        let per: Vec<Value> = stats
+            .by_server
+            .iter()
+            .enumerate()
+            .map(|(i, st)| {
+                let mut v = st.to_json();
+                v["server"] = json!(s.servers[i].to_string());
+                v["server_id"] = json!(server_ids[i].map(|id| id.to_string()));
+                v
+            })
+            .collect();
+        json["servers"] = Value::Array(per);
+        json["start_unix_ms"] = json!(stats.start_unix_ms);
+    }
     json["relay"] = json!(plan.relay.to_string());
     json["backend"] = json!(io.backend().name());
     json["server_id"] = json!(engine.server_id().map(|i| i.to_string()));
@@ -450,12 +505,36 @@ fn run(a: &RunArgs) -> Result<ExitCode, String> {
         let text = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
         std::fs::write(path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
     }
+    if let Some(path) = &a.bindings {
+        write_bindings(&engine, path).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     Ok(if violations.total() > 0 {
         eprintln!("FAILED: {} violations", violations.total());
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `--bindings`: one line per client holding an address, after a header.
+fn write_bindings(engine: &Engine, path: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(out, "index\thw\taddress\tserver\texchange\tsince_unix_ms")?;
+    for b in engine.bindings() {
+        let hw: Vec<String> = b.mac.iter().map(|x| format!("{x:02x}")).collect();
+        writeln!(
+            out,
+            "{}\t{}\t{}\t{}\t{}\t{}",
+            b.index,
+            hw.join(":"),
+            b.ip,
+            b.server,
+            b.kind.name(),
+            b.since_unix_ms
+        )?;
+    }
+    out.flush()
 }
 
 fn main() -> ExitCode {
@@ -536,5 +615,65 @@ mod tests {
             "renew=1"
         ])
         .is_ok());
+    }
+
+    #[test]
+    fn several_servers() {
+        let one = args(&["--rate", "1", "--duration", "1"]).unwrap();
+        assert_eq!(
+            one.settings.servers,
+            vec!["127.0.0.1:6767".parse::<SocketAddrV4>().unwrap()]
+        );
+        let p = args(&[
+            "--rate",
+            "1",
+            "--duration",
+            "1",
+            "--server",
+            "127.0.0.3, 10.0.0.1:6768",
+            "--server",
+            "192.168.1.1",
+        ])
+        .unwrap();
+        let want: Vec<SocketAddrV4> = [
+            "127.0.0.1:6767",
+            "127.0.0.3:67",
+            "10.0.0.1:6768",
+            "192.168.1.1:67",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        assert_eq!(p.settings.servers, want);
+        assert_eq!(
+            p.relay,
+            "127.0.0.2:6767".parse().unwrap(),
+            "the first server's port"
+        );
+        let err = |extra: &[&str]| {
+            let mut v = vec!["--rate", "1", "--duration", "1"];
+            v.extend_from_slice(extra);
+            args(&v).unwrap_err()
+        };
+        assert!(err(&["--server", "127.0.0.1:6767"]).contains("twice"));
+        assert!(err(&["--server", "8.8.8.8"]).contains("--allow-remote"));
+        assert!(err(&["--server", "nope"]).contains("not IP"));
+        assert!(err(&["--server", "127.0.0.2:6767"]).contains("relay"));
+        let many: Vec<String> = (3..12).map(|i| format!("127.0.0.{i}")).collect();
+        assert!(err(&["--server", &many.join(",")]).contains("at most"));
+        let none = plan(
+            &Cli::try_parse_from([
+                "ringlease-loadgen",
+                "--giaddr",
+                "127.0.0.2",
+                "--rate",
+                "1",
+                "--duration",
+                "1",
+            ])
+            .unwrap()
+            .run,
+        );
+        assert!(none.unwrap_err().contains("required"));
     }
 }

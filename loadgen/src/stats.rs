@@ -60,14 +60,17 @@ pub enum Violation {
     NoLeaseTime,
     /// OFFER, ACK or NAK without option 54.
     NoServerId,
-    /// Option 54 differs from the one in the first reply.
+    /// Option 54 differs from the one in the first reply (of the same server, with several `--server`s).
     ServerIdChanged,
     /// The reflector returned other bytes than were sent.
     EchoMismatch,
+    /// Several `--server`s: an ACK or NAK to a SELECTING REQUEST from another server than the one the REQUEST named
+    /// (RFC 2131 §4.3.2: that server must stay silent).
+    UnselectedServer,
 }
 
 impl Violation {
-    pub const ALL: [Violation; 12] = [
+    pub const ALL: [Violation; 13] = [
         Violation::Malformed,
         Violation::NotAReply,
         Violation::UnknownXid,
@@ -80,6 +83,7 @@ impl Violation {
         Violation::NoServerId,
         Violation::ServerIdChanged,
         Violation::EchoMismatch,
+        Violation::UnselectedServer,
     ];
 
     pub fn name(self) -> &'static str {
@@ -96,6 +100,7 @@ impl Violation {
             Violation::NoServerId => "no_server_id",
             Violation::ServerIdChanged => "server_id_changed",
             Violation::EchoMismatch => "echo_mismatch",
+            Violation::UnselectedServer => "unselected_server",
         }
     }
 }
@@ -147,6 +152,41 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant histogram bounds")
 }
 
+/// What one of several `--server`s answered (not kept with a single server).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Replies from this server that answered a waiting client (the first OFFER, an ACK or a NAK).
+    pub answered: u64,
+    /// OFFERs the client took (the first of the answers to its DISCOVER).
+    pub offers_taken: u64,
+    pub acks: u64,
+    pub naks: u64,
+    /// `answered` per second of the run (index = whole seconds since the run or step began).
+    pub answered_per_second: Vec<u64>,
+}
+
+impl ServerStats {
+    /// Counts one answer `us` microseconds after the run began.
+    pub fn count_answer(&mut self, us: u64) {
+        self.answered += 1;
+        let sec = (us / 1_000_000) as usize;
+        if self.answered_per_second.len() <= sec {
+            self.answered_per_second.resize(sec + 1, 0);
+        }
+        self.answered_per_second[sec] += 1;
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "answered": self.answered,
+            "offers_taken": self.offers_taken,
+            "acks": self.acks,
+            "naks": self.naks,
+            "answered_per_second": self.answered_per_second,
+        })
+    }
+}
+
 /// Counters of one run (or one find-max step).
 #[derive(Clone, Debug)]
 pub struct Stats {
@@ -176,6 +216,10 @@ pub struct Stats {
     /// Seconds spent issuing new exchanges, and the whole run including the drain.
     pub issue_secs: f64,
     pub total_secs: f64,
+    /// Per server, in `--server` order; empty with a single server.
+    pub by_server: Vec<ServerStats>,
+    /// Wall clock (ms since 1970) when the run or step began: second 0 of `answered_per_second`.
+    pub start_unix_ms: u64,
 }
 
 impl Stats {
@@ -199,6 +243,8 @@ impl Stats {
             violations: Violations::new(keep_violations),
             issue_secs: 0.0,
             total_secs: 0.0,
+            by_server: Vec::new(),
+            start_unix_ms: 0,
         }
     }
 
@@ -492,6 +538,17 @@ mod tests {
         assert_eq!(v.total(), 5);
         assert_eq!(v.first.len(), 2);
         assert!(v.first[0].contains("client 0"));
+    }
+
+    #[test]
+    fn server_answers_by_second() {
+        let mut s = ServerStats::default();
+        s.count_answer(10);
+        s.count_answer(999_999);
+        s.count_answer(2_500_000);
+        assert_eq!(s.answered, 3);
+        assert_eq!(s.answered_per_second, vec![2, 0, 1]);
+        assert_eq!(s.to_json()["answered_per_second"], json!([2, 0, 1]));
     }
 
     #[test]

@@ -81,17 +81,21 @@ impl Net {
 
 /// A ringlease serving `net`, ready when it returns.
 fn start_ringlease(net: &Net, dir: &TempDir) -> Killed {
+    let pool = format!("127.{n}.1.0-127.{n}.255.254", n = net.n);
+    start_ringlease_at(dir, net.server(), &net.subnet(), &pool)
+}
+
+/// A ringlease listening on `listen` (its address is also its server id), serving `subnet` from `pool`.
+fn start_ringlease_at(dir: &TempDir, listen: SocketAddrV4, subnet: &str, pool: &str) -> Killed {
     let leases = dir.0.join("leases");
     std::fs::create_dir_all(&leases).unwrap();
     let cfg = format!(
         "[server]\nlisten = [\"{srv}\"]\nserver_id = \"{ip}\"\nworkers = 1\nbackend = \"auto\"\nlease_dir = {leases:?}\n\
-         decline_hold = 60\n\n[[subnet]]\nprefix = \"{subnet}\"\npools = [\"127.{n}.1.0-127.{n}.255.254\"]\n\
+         decline_hold = 60\n\n[[subnet]]\nprefix = \"{subnet}\"\npools = [\"{pool}\"]\n\
          lease_time = 3600\nrouters = [\"{ip}\"]\ndns = [\"{ip}\"]\n\n[control]\nsocket = {socket:?}\n",
         socket = dir.0.join("control.sock").display().to_string(),
-        srv = net.server(),
-        ip = net.server().ip(),
-        subnet = net.subnet(),
-        n = net.n,
+        srv = listen,
+        ip = listen.ip(),
         leases = leases.display().to_string(),
     );
     let path = dir.0.join("ringlease.toml");
@@ -423,6 +427,156 @@ fn outside_subnet_and_missing_lease_time_are_violations() {
         n(&v, &["violations", "by_kind", "yiaddr_outside_subnet"]) >= 200,
         "{v}"
     );
+}
+
+/// Two independent ringleases with disjoint pools as the relay's two helper addresses: every DISCOVER goes to both, the
+/// client takes the first OFFER and names it in its REQUEST (the other server stays silent), renewals go to that
+/// server only. A clean run, with the answers split by server in the JSON.
+#[test]
+fn two_servers_against_ringlease() {
+    let net = Net { n: 45 };
+    let a = net.server();
+    let b = SocketAddrV4::new(Ipv4Addr::new(127, 45, 0, 3), net.port());
+    let (dir_a, dir_b) = (TempDir::new("m45a"), TempDir::new("m45b"));
+    let _a = start_ringlease_at(&dir_a, a, &net.subnet(), "127.45.1.0-127.45.100.255");
+    let _b = start_ringlease_at(&dir_b, b, &net.subnet(), "127.45.101.0-127.45.200.255");
+    let (out, v) = loadgen(
+        &net,
+        &dir_a,
+        &[
+            "--server",
+            &b.to_string(),
+            "--scenario",
+            "renew",
+            "--clients",
+            "1000",
+            "--exchanges",
+            "4000",
+            "--rate",
+            "2000",
+            "--duration",
+            "20",
+        ],
+    );
+    assert_clean(&out, &v);
+    assert_eq!((started(&v, "dora"), started(&v, "renew")), (1000, 3000));
+    assert_eq!(v["server"], format!("{a},{b}"));
+    let servers = v["servers"].as_array().expect("per-server figures");
+    assert_eq!(servers.len(), 2, "{v}");
+    let sum = |key: &str| {
+        servers
+            .iter()
+            .map(|s| s[key].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(sum("offers_taken"), 1000, "one OFFER taken per DORA");
+    assert_eq!(sum("acks"), 4000, "one ACK per DORA and per renewal");
+    assert_eq!(sum("answered"), n(&v, &["answered"]));
+    assert_eq!(sum("naks"), 0);
+    for s in servers {
+        let per_second: u64 = s["answered_per_second"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .sum();
+        assert_eq!(per_second, s["answered"].as_u64().unwrap(), "{s}");
+        if s["answered"].as_u64().unwrap() > 0 {
+            let id = s["server"].as_str().unwrap().split(':').next().unwrap();
+            assert_eq!(s["server_id"], id, "{s}");
+        }
+    }
+    assert!(v["start_unix_ms"].as_u64().unwrap() > 1_600_000_000_000);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("server {b} ")),
+        "per-server lines:\n{text}"
+    );
+}
+
+/// A toy server for one half of the clients (the parity of chaddr's last byte): OFFERs `yiaddr` to its half, ACKs
+/// only REQUESTs that name it, as a member of a load-balancing pair would; both halves get the same address.
+fn toy_half_server(addr: SocketAddrV4, stop: Arc<AtomicBool>, parity: u8, yiaddr: Ipv4Addr) {
+    let sock = UdpSocket::bind(addr).expect("bind toy server");
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut buf = [0u8; 1500];
+    let mut out = [0u8; 1500];
+    while !stop.load(Ordering::Relaxed) {
+        let Ok((len, from)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
+        let Ok(req) = Packet::parse(&buf[..len]) else {
+            continue;
+        };
+        let t = match req.message_type() {
+            MessageType::Discover if req.chaddr()[5] % 2 == parity => MessageType::Offer,
+            MessageType::Request if req.server_id() == Some(*addr.ip()) => MessageType::Ack,
+            _ => continue,
+        };
+        let mut w = PacketWriter::reply_to(&mut out, &req, t, 576);
+        w.set_yiaddr(yiaddr);
+        w.push_u32(code::LEASE_TIME, 3600).unwrap();
+        w.push_ip(code::SERVER_ID, *addr.ip()).unwrap();
+        let n = w.finish();
+        let _ = sock.send_to(&out[..n], from);
+    }
+}
+
+/// Each of two servers behaves on its own, but they hand out the same address to their halves of the clients: two
+/// clients hold it at once, granted by different servers. The duplicate-address check covers both.
+#[test]
+fn same_address_from_two_servers_is_a_violation() {
+    let net = Net { n: 46 };
+    let dir = TempDir::new("b46");
+    let a = net.server();
+    let b = SocketAddrV4::new(Ipv4Addr::new(127, 46, 0, 3), net.port());
+    let stop = Arc::new(AtomicBool::new(false));
+    let ip = Ipv4Addr::new(127, 46, 1, 1);
+    let toys: Vec<_> = [(a, 0), (b, 1)]
+        .into_iter()
+        .map(|(addr, parity)| {
+            let s = stop.clone();
+            std::thread::spawn(move || toy_half_server(addr, s, parity, ip))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let (out, v) = loadgen(
+        &net,
+        &dir,
+        &[
+            "--server",
+            &b.to_string(),
+            "--clients",
+            "200",
+            "--exchanges",
+            "200",
+            "--rate",
+            "2000",
+            "--duration",
+            "5",
+            "--tries",
+            "1",
+        ],
+    );
+    stop.store(true, Ordering::Relaxed);
+    for t in toys {
+        t.join().unwrap();
+    }
+    assert_eq!(out.status.code(), Some(1), "violations must fail the run");
+    assert!(
+        n(&v, &["violations", "by_kind", "duplicate_address"]) >= 100,
+        "{v}"
+    );
+    assert_eq!(
+        n(&v, &["violations", "by_kind", "unselected_server"]),
+        0,
+        "{v}"
+    );
+    let servers = v["servers"].as_array().expect("per-server figures");
+    for s in servers {
+        assert!(s["acks"].as_u64().unwrap() > 0, "both servers granted: {s}");
+    }
 }
 
 #[test]

@@ -136,12 +136,22 @@ impl FailoverCfg {
     }
 
     pub fn to_toml(&self, role: Role) -> String {
+        self.to_toml_at(
+            role,
+            SocketAddrV4::new(role.addr(), FAILOVER_PORT),
+            SocketAddrV4::new(role.partner().addr(), FAILOVER_PORT),
+        )
+    }
+
+    /// The section with the given failover endpoints (`local`: ours, `peer`: the partner's), for a
+    /// topology other than the shared loopback of [`Pair`].
+    pub fn to_toml_at(&self, role: Role, local: SocketAddrV4, peer: SocketAddrV4) -> String {
         let mut s = format!(
             "\n[failover]\n\
              name = {:?}\n\
              role = {:?}\n\
-             local = \"{}:{FAILOVER_PORT}\"\n\
-             peer = \"{}:{FAILOVER_PORT}\"\n\
+             local = \"{}\"\n\
+             peer = \"{}\"\n\
              dialect = {:?}\n\
              mclt = {}\n\
              split = {}\n\
@@ -154,8 +164,8 @@ impl FailoverCfg {
              max_clock_skew = {}\n",
             self.name,
             role.name(),
-            role.addr(),
-            role.partner().addr(),
+            local,
+            peer,
             self.dialect,
             self.mclt_s,
             self.split,
@@ -219,6 +229,36 @@ impl Node {
         fs::create_dir_all(&lease_dir).expect("mkdir lease_dir");
         let mut text = server_cfg(role, pool).to_toml(&lease_dir);
         text.push_str(&fo.to_toml(role));
+        let config_path = dir.write("ringlease.toml", &text, false);
+        Node {
+            role,
+            ns_name: ns.name().to_string(),
+            child: None,
+            config_path,
+            socket: lease_dir.with_file_name("control.sock"),
+            lease_dir,
+            log: dir.join("server.log"),
+            starts: 0,
+            dir,
+        }
+    }
+
+    /// A node with a configuration of the caller's (`server`: DHCP side, plus `fo` with the
+    /// failover endpoints `local` and `peer`) that lives in a namespace of its own, `ns`; writes the
+    /// config, does not start. For topologies other than [`Pair`]'s shared loopback.
+    pub fn in_own_netns(
+        role: Role,
+        ns: &Netns,
+        server: &ServerCfg,
+        fo: &FailoverCfg,
+        local: SocketAddrV4,
+        peer: SocketAddrV4,
+    ) -> Node {
+        let dir = TempDir::new(&format!("fo{}", &role.name()[..3]));
+        let lease_dir = dir.join("leases");
+        fs::create_dir_all(&lease_dir).expect("mkdir lease_dir");
+        let mut text = server.to_toml(&lease_dir);
+        text.push_str(&fo.to_toml_at(role, local, peer));
         let config_path = dir.write("ringlease.toml", &text, false);
         Node {
             role,
@@ -875,4 +915,55 @@ pub fn summarize(d: &[Duration]) -> String {
         pct(0.99),
         v[v.len() - 1]
     )
+}
+
+// ---------------------------------------------------------------------------
+// The load generator
+// ---------------------------------------------------------------------------
+
+/// `ringlease-loadgen`: beside the server binary (`cargo build --workspace` and `cargo test
+/// --workspace` put it there), else built once (bounded) into a target dir of its own, so the
+/// nested cargo never waits for the lock of the one running this test.
+pub fn loadgen_bin() -> PathBuf {
+    let ringlease = ringlease_bin();
+    let dir = ringlease.parent().expect("binary dir");
+    let beside = dir.join("ringlease-loadgen");
+    if beside.exists() {
+        return beside;
+    }
+    let profile = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("release");
+    let target = dir
+        .parent()
+        .expect("target dir")
+        .join("failover-test-loadgen");
+    let built = target.join(profile).join("ringlease-loadgen");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut c = Command::new(cargo);
+    c.args([
+        "build",
+        "-p",
+        "ringlease-loadgen",
+        "--bin",
+        "ringlease-loadgen",
+    ])
+    .current_dir(env!("CARGO_MANIFEST_DIR"))
+    .env("CARGO_TARGET_DIR", &target);
+    if profile == "release" {
+        c.arg("--release");
+    }
+    eprintln!(
+        "building ringlease-loadgen into {} (not found beside {})",
+        target.display(),
+        ringlease.display()
+    );
+    let out = run_bounded(c, Duration::from_secs(1200));
+    assert!(
+        out.status.success() && built.exists(),
+        "could not build ringlease-loadgen (`cargo build --release -p ringlease-loadgen`): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    built
 }
