@@ -21,9 +21,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::failover::{
-    is_normal, show, summarize, tail, told_expiries, unix_now_s, wait_replicated, FailoverCfg,
-    Granted, Node, NsRelay, Pair, Trace, Traces, BIG_POOL, DHCP_PORT, FAILOVER_PORT, PRIMARY,
-    RELAY, SMALL_POOL,
+    is_normal, log_dump, show, summarize, tail, told_expiries, unix_now_s, wait_replicated,
+    FailoverCfg, Granted, Node, NsRelay, Pair, Trace, Traces, BIG_POOL, DHCP_PORT, FAILOVER_PORT,
+    PRIMARY, RELAY, SECONDARY, SMALL_POOL,
 };
 use common::{
     read_lossy, require_root, require_tool, run_bounded, serial, wait_for, Child, TempDir,
@@ -627,6 +627,74 @@ fn same_secret_reaches_normal() {
     let told = told_expiries(&pair.primary, &granted);
     let lag = wait_replicated(&pair.secondary, &granted, &told, REPLICATE);
     eprintln!("replication lag with digests: {}", summarize(&lag));
+}
+
+/// A ringlease pair in the Microsoft dialect ([MS-DHCPF]: the 8-byte header offset, UTF-16
+/// relationship name, HMAC-SHA256 on every message, at most 16 updates per BNDUPD, BNDACKs in
+/// order) reaches NORMAL and replicates more leases than fit one BNDUPD. An out-of-order or
+/// mismatched BNDACK would close the connection; the status counters show none did.
+#[test]
+fn microsoft_dialect_pair_reaches_normal_and_replicates() {
+    let _g = serial();
+    require_root();
+    let secrets = TempDir::new("fomssecret");
+    let ms = |file: &str| FailoverCfg {
+        dialect: "microsoft".into(),
+        ..FailoverCfg::with_secret(secret_file(&secrets, file, "pair-a-ms-secret"))
+    };
+    let mut pair = Pair::new("foms", SMALL_POOL, &ms("p.key"), &ms("s.key"));
+    pair.start();
+    let traces = pair.wait_normal(SETTLE);
+    eprintln!(
+        "microsoft dialect:\n  primary:   {}\n  secondary: {}",
+        traces.primary, traces.secondary
+    );
+    let relay = NsRelay::new(&pair.ns);
+    let granted = relay.lease_many(PRIMARY, 0..40);
+    let told = told_expiries(&pair.primary, &granted);
+    let lag = wait_replicated(&pair.secondary, &granted, &told, REPLICATE);
+    eprintln!("replication lag, microsoft dialect: {}", summarize(&lag));
+    let fo = pair.primary.failover().expect("primary status");
+    let count = |key: &str| fo[key].as_u64().unwrap_or_else(|| panic!("{key} in {fo}"));
+    let (bndupds, updates) = (count("bndupd_sent"), count("updates_sent"));
+    assert!(updates >= 40, "{updates} updates sent for 40 leases");
+    assert!(
+        updates <= 16 * bndupds,
+        "{updates} updates in {bndupds} BNDUPDs: more than 16 per message"
+    );
+    for node in [&pair.primary, &pair.secondary] {
+        let fo = node.failover().expect("status");
+        assert_eq!(fo["state"], "NORMAL", "{}: {fo}", node.name());
+    }
+
+    // Pool balance: in this dialect every free address starts the primary's, so the secondary
+    // can serve a new client only from addresses the primary gave it (BACKUP). Once the queue
+    // is empty, the primary goes away and the secondary serves new clients alone.
+    let drained = wait_for(REPLICATE, || {
+        let fo = pair.primary.failover().ok()?;
+        (fo["queued"] == json!(0) && fo["outstanding_bndupd"] == json!(0)).then_some(())
+    });
+    assert!(drained.is_some(), "the primary's queue never emptied");
+    pair.primary.kill9();
+    let alone = wait_for(Duration::from_secs(30), || {
+        let fo = pair.secondary.failover().ok()?;
+        (fo["state"] == json!("COMMUNICATIONS-INTERRUPTED")).then_some(())
+    });
+    assert!(
+        alone.is_some(),
+        "the secondary never noticed the primary is gone"
+    );
+    let served = relay.lease_many(SECONDARY, 500..505);
+    let given = log_dump(pair.primary.lease_dir());
+    for g in &served {
+        let state = given.get(&g.ip).map(|d| d.state.as_str());
+        assert_eq!(
+            state,
+            Some("backup"),
+            "{} was served by the secondary but the primary had not given it",
+            g.ip
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
