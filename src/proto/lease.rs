@@ -19,7 +19,10 @@
 //! ([`LeaseTime`]); [`LeaseTable::apply_partner`] and [`LeaseTable::partner_acked`] store what
 //! the partner sends; [`LeaseTable::view`] and [`LeaseTable::visit_bindings`] show the table as
 //! failover bindings. Free pool addresses belong to one side ([`PoolShare`]): each shard keeps
-//! the partner's in a list of their own, which only part 2 (PARTNER-DOWN, pool balancing) opens.
+//! the partner's in a list of their own, opened only in PARTNER-DOWN after the MCLT, and
+//! [`LeaseTable::rebalance`] moves free addresses between the sides. A binding that ends stays
+//! its client's (frozen) until the partner acknowledges the end (draft §7.3); with a partner,
+//! lease expiries are recorded so they reach it.
 //!
 //! Time is passed in (`now_s`, Unix seconds); nothing here reads a clock.
 

@@ -1,8 +1,9 @@
 //! DHCP failover endpoint core (draft-ietf-dhc-failover-12 as ISC dhcpd speaks it, plus
-//! [MS-DHCPF]), part 1: connection handshake, liveness, the STARTUP / NORMAL /
-//! COMMUNICATIONS-INTERRUPTED state machine (plus PARTNER-DOWN entry and the RECOVER path a new
-//! relationship needs), binding replication with BNDUPD/BNDACK and UPDREQ/UPDREQALL/UPDDONE,
-//! and message authentication with a shared secret (HMAC-SHA256 digest, replay checks).
+//! [MS-DHCPF]): connection handshake, liveness, the endpoint state machine (every draft §9 state
+//! but PAUSED and SHUTDOWN: NORMAL, COMMUNICATIONS-INTERRUPTED, PARTNER-DOWN, the RECOVER path,
+//! and the POTENTIAL-CONFLICT / RESOLUTION-INTERRUPTED / CONFLICT-DONE resolution), binding
+//! replication with BNDUPD/BNDACK and UPDREQ/UPDREQALL/UPDDONE, POOLREQ/POOLRESP, and message
+//! authentication with a shared secret (HMAC-SHA256 digest, replay checks).
 //!
 //! # Sans-IO contract
 //!
@@ -16,7 +17,8 @@
 //!    make durable *before* writing any later `Send` (the BNDACK for an applied binding comes
 //!    after it); `CloseConnection` → close the socket (do not call `disconnected`);
 //!    `OpenConnection` → try to connect to the partner; `AllBindingsRequested` → call
-//!    [`Endpoint::queue_all_bindings`];
+//!    [`Endpoint::queue_all_bindings`]; `PoolRequested` → rebalance, then
+//!    [`Endpoint::answer_pool_request`];
 //! 3. arms one OS timer for [`Endpoint::poll_timeout`] and calls
 //!    [`Endpoint::handle_timeout`] when it fires;
 //! 4. reports transport events with [`Endpoint::connected`] / [`Endpoint::disconnected`],
