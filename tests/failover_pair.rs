@@ -675,6 +675,25 @@ fn microsoft_dialect_pair_reaches_normal_and_replicates() {
         (fo["queued"] == json!(0) && fo["outstanding_bndupd"] == json!(0)).then_some(())
     });
     assert!(drained.is_some(), "the primary's queue never emptied");
+    // Both report the same balance (the counts are at most 5 s old): the secondary holds about
+    // its 10 % of the free addresses.
+    let mut seen = (Value::Null, Value::Null);
+    let balanced = wait_for(Duration::from_secs(20), || {
+        let p = pair.primary.status().ok()?["subnets"][0].clone();
+        let s = pair.secondary.status().ok()?["subnets"][0].clone();
+        seen = (p.clone(), s.clone());
+        let (p_ours, p_partner) = (p["free_ours"].as_u64()?, p["free_partner"].as_u64()?);
+        let (s_ours, s_partner) = (s["free_ours"].as_u64()?, s["free_partner"].as_u64()?);
+        let total = p_ours + p_partner;
+        let agree = (p_ours, p_partner) == (s_partner, s_ours);
+        (agree && s_ours * 100 >= total * 8 && s_ours * 100 <= total * 12).then_some(())
+    });
+    assert!(
+        balanced.is_some(),
+        "pool balance in status: primary {}, secondary {}",
+        seen.0,
+        seen.1
+    );
     pair.primary.kill9();
     let alone = wait_for(Duration::from_secs(30), || {
         let fo = pair.secondary.failover().ok()?;

@@ -251,6 +251,13 @@ fn subnets_text(status: &Value) -> String {
             u(&s["declined"]),
             f(&s["utilisation"]) * 100.0
         );
+        if let (Some(ours), Some(partner)) = (s["free_ours"].as_u64(), s["free_partner"].as_u64()) {
+            let _ = writeln!(
+                out,
+                "{:<20} free: {ours} ours, {partner} the failover partner's",
+                ""
+            );
+        }
     }
     out
 }

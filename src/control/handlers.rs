@@ -108,7 +108,7 @@ fn status(state: &State) -> Value {
         .map(|s| {
             let c = s.counts;
             let used = c.bound + c.offered + c.declined;
-            json!({
+            let mut subnet = json!({
                 "subnet": s.subnet,
                 "pool_size": c.pool_size,
                 "bound": c.bound,
@@ -116,7 +116,13 @@ fn status(state: &State) -> Value {
                 "declined": c.declined,
                 "free": c.pool_size.saturating_sub(used),
                 "utilisation": utilisation(used, c.pool_size),
-            })
+            });
+            // Pool balance with the failover partner: free addresses each side may allocate.
+            if let Some((ours, partners)) = c.free_by_side {
+                subnet["free_ours"] = json!(ours);
+                subnet["free_partner"] = json!(partners);
+            }
+            subnet
         })
         .collect();
     json!({

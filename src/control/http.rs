@@ -389,6 +389,25 @@ impl Collector for Exporter {
                 )
             })
             .collect();
+        let sides: Vec<([(&str, &str); 2], f64)> = counts
+            .iter()
+            .filter_map(|s| Some((s, s.counts.free_by_side?)))
+            .flat_map(|(s, (ours, partner))| {
+                [("ours", ours), ("partner", partner)]
+                    .map(|(side, n)| ([("subnet", s.subnet.as_str()), ("side", side)], n as f64))
+            })
+            .collect();
+        if !sides.is_empty() {
+            let samples: Vec<(&[(&str, &str)], f64)> =
+                sides.iter().map(|(l, v)| (&l[..], *v)).collect();
+            gauge(
+                e,
+                "ringlease_failover_free_addresses",
+                "Free pool addresses each side of the failover pair may allocate, per subnet.",
+                None,
+                &samples,
+            )?;
+        }
         gauge(
             e,
             "ringlease_pool_utilisation_ratio",

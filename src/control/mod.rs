@@ -52,7 +52,8 @@
 //!                         "buckets":[{"le_us":50,"count":7},…,{"le_us":null,"count":0}]},
 //!           "lease_log_sync_us":{…}},
 //!  "subnets":[{"subnet":"10.0.0.0/16","pool_size":65000,"bound":5,"offered":0,"declined":0,
-//!              "free":64995,"utilisation":0.0001}],
+//!              "free":64995,"utilisation":0.0001}],   // with failover also "free_ours",
+//!                                                     // "free_partner": the pool balance
 //!  "lease_log":{"dir":"/var/lib/ringlease","disk_bytes":67108864}}
 //! ```
 //!

@@ -423,6 +423,8 @@ pub struct LeaseCounts {
     pub offered: u64,
     pub bound: u64,
     pub declined: u64,
+    /// With a failover partner: free addresses (ours, the partner's), see [`PoolShare`].
+    pub free_by_side: Option<(u64, u64)>,
 }
 
 /// One address's record. Kept small: there is one per address ever used, and a million
@@ -1715,6 +1717,8 @@ impl LeaseTable {
                 }
             }
         }
+        let failover = self.leases(subnet).addrs[0].lock().share.is_some();
+        counts.free_by_side = failover.then(|| self.free_by_side(subnet, now_s));
         counts
     }
 }
