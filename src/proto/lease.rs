@@ -667,16 +667,27 @@ impl AddrShard {
 
     /// Is `ip` free for `client` (never used, free, or offered or leased to this client)? A
     /// declined address is available to nobody until its hold ends.
+    ///
+    /// With a partner, an end it has not acknowledged is not offered to its client again
+    /// (`offering`; draft §7.3: the partner, freeing it, could give it to another client before
+    /// it hears of a new lease). A client that asks to keep it (a REQUEST) may: one still using
+    /// it was given a later lease by the partner, whose newer binding makes it refuse our end
+    /// (draft §7.1.3, time(1), time(2)); NAKing it would take a running lease away.
     fn available_to(
         &self,
         ip: u32,
         client: &[u8],
         now_s: u64,
         partner_down: Option<PartnerDown>,
+        offering: bool,
     ) -> bool {
         self.slots.get(&ip).is_none_or(|s| {
+            let ended_unacked =
+                s.frozen && matches!(s.state, LeaseState::Released | LeaseState::Expired);
             s.is_free(now_s, partner_down)
-                || (s.owned_by(client) && s.state != LeaseState::Declined)
+                || (s.owned_by(client)
+                    && s.state != LeaseState::Declined
+                    && !(offering && ended_unacked))
         })
     }
 
@@ -1112,7 +1123,7 @@ impl LeaseTable {
             }
             let ip = u32::from(ip);
             let mut shard = leases.addrs[addr_shard(ip)].lock();
-            if shard.available_to(ip, client, now_s, lease.partner_down)
+            if shard.available_to(ip, client, now_s, lease.partner_down, true)
                 && shard.allocatable_to(subnet, ip, client, now_s, lease.partner_down)
             {
                 let (offered, key) = hold(&mut shard, ip);
@@ -1179,7 +1190,7 @@ impl LeaseTable {
             if !ours && !subnet.in_pool(ip) && subnet.reserved_to(ip).is_none() {
                 return Commit::NotOurs;
             }
-            if !shard.available_to(ip_u32, client, now_s, lease.partner_down) {
+            if !shard.available_to(ip_u32, client, now_s, lease.partner_down, false) {
                 return Commit::Conflict;
             }
             if !shard.allocatable_to(subnet, ip_u32, client, now_s, lease.partner_down) {
@@ -1402,11 +1413,24 @@ impl LeaseTable {
         let mut clients = (!client.is_empty()).then(|| leases.clients[client_shard(client)].lock());
         let (previous_owner, key) = {
             let mut shard = leases.addrs[addr_shard(ip)].lock();
-            let previous_owner = shard
-                .slots
-                .get(&ip)
+            let slot = shard.slots.get(&ip);
+            let previous_owner = slot
                 .and_then(|s| s.client.clone())
                 .filter(|owner| owner.as_bytes() != client);
+            // Draft §7.1.4: the local lease end is only ever moved later. A lease of this
+            // client we granted beyond what the partner knows stays ours to tell it about.
+            let expires_s = match slot {
+                Some(s) if state == LeaseState::Bound && s.held_by(client, now_s) => {
+                    expires_s.max(s.expires_s())
+                }
+                _ => expires_s,
+            };
+            // A freed address holds nothing of the partner's for its last client.
+            let partner_pet = if state == LeaseState::Free || state == LeaseState::Backup {
+                0
+            } else {
+                b.pet_s
+            };
             let change = Change {
                 seq: self.next_seq(),
                 ip: b.ip,
@@ -1414,8 +1438,8 @@ impl LeaseTable {
                 expires_s,
                 since_s: if b.stos_s != 0 { b.stos_s } else { now_s },
                 client,
-                potential_expiry_s: b.pet_s,
-                partner_expiry_s: b.pet_s,
+                potential_expiry_s: partner_pet,
+                partner_expiry_s: partner_pet,
                 cltt_s: b.cltt_s,
             };
             journal.record(&change)?;
@@ -1507,7 +1531,9 @@ impl LeaseTable {
             } else {
                 current.state
             },
-            partner_expiry_s,
+            // The partner freed an ended binding: it holds nothing for the client any more, so
+            // a new lease of the client starts from nothing (draft §5.2.1).
+            partner_expiry_s: if ended { 0 } else { partner_expiry_s },
             client: key.as_ref().map_or(&[][..], |k| k.as_bytes()),
             ..current
         };
@@ -2616,17 +2642,14 @@ mod tests {
             )
             .unwrap();
         assert_ne!(offered.ip, at);
-        // … but `a` may have it back.
-        let back = table
+        // … nor is it offered to `a` again: the partner, freeing it on the RELEASED, could give
+        // it to another client before it hears of a new lease. (A REQUEST of `a` to keep it
+        // would be granted: see `AddrShard::available_to`.)
+        let elsewhere = table
             .offer(subnet, a.as_bytes(), None, NOW + 20, 30, failover(DESIRED))
             .unwrap();
-        assert_eq!(back.ip, at);
+        assert_ne!(elsewhere.ip, at);
         table.forget_offer(subnet, a.as_bytes(), NOW + 21);
-        assert_eq!(
-            commit(&table, &s, &b, at, failover(DESIRED), NOW + 22),
-            Commit::Conflict,
-            "an offer to the same client must not thaw the address"
-        );
         // The partner acknowledges the RELEASED binding: the address is free, durably.
         let sent = to_failover_binding(&log.0[0].change());
         assert_eq!(sent.status, BindingStatus::Released);
@@ -2890,14 +2913,6 @@ mod tests {
         ));
         // An ended binding of the partner's, in PARTNER-DOWN: found once its wait is over.
         let theirs = ip(9);
-        table
-            .apply_partner(
-                &s,
-                &partner(theirs, BindingStatus::Active, Some(&hw(8))),
-                NOW - 100,
-                &mut Volatile,
-            )
-            .unwrap();
         let mut ended = partner(theirs, BindingStatus::Active, Some(&hw(8)));
         ended.expires_s = NOW - 50;
         ended.pet_s = NOW - 50;
