@@ -532,11 +532,15 @@ impl Endpoint {
 
     /// Operator command: go to PARTNER-DOWN (draft §9.8.x, §9.9.x, §9.11). Allowed from
     /// COMMUNICATIONS-INTERRUPTED, RESOLUTION-INTERRUPTED (and NORMAL, per the draft, though
-    /// the partner is up); refused elsewhere.
+    /// the partner is up), and from RECOVER while the partner is unreachable (draft §9.3:
+    /// commissioning a pair with one server; the operator vouches that it never served);
+    /// refused elsewhere.
     pub fn set_partner_down(&mut self, now_ms: u64) -> Result<(), Unsupported> {
         match self.state {
+            FailoverState::Recover if self.link != Link::Down => Err(Unsupported),
             FailoverState::CommunicationsInterrupted
             | FailoverState::ResolutionInterrupted
+            | FailoverState::Recover
             | FailoverState::Normal => {
                 self.enter(now_ms, FailoverState::PartnerDown, ChangeReason::Command);
                 Ok(())
@@ -569,11 +573,16 @@ impl Endpoint {
                 }
                 Timer::Startup => {
                     if self.state == FailoverState::Startup {
-                        // [MS-DHCPF] §3.1.6.3: previous state, or COMMUNICATIONS-INTERRUPTED
-                        // when there is none (the draft would use RECOVER; seed followed).
-                        let to = self
-                            .previous
-                            .map_or(FailoverState::CommunicationsInterrupted, |p| p.state);
+                        // The previous state; with none, the draft's RECOVER (§9.3 step 1, as
+                        // ISC dhcpd): a server whose database was lost looks new, and must not
+                        // serve before it has the partner's bindings. [MS-DHCPF] §3.1.6.3 has a
+                        // Windows server go COMMUNICATIONS-INTERRUPTED instead; the microsoft
+                        // dialect does so.
+                        let fresh = match self.cfg.dialect {
+                            Dialect::Microsoft => FailoverState::CommunicationsInterrupted,
+                            Dialect::Ringlease | Dialect::Isc => FailoverState::Recover,
+                        };
+                        let to = self.previous.map_or(fresh, |p| p.state);
                         self.enter(now_ms, to, ChangeReason::StartupTimer);
                     }
                 }
@@ -1097,8 +1106,9 @@ impl Endpoint {
         if from == FailoverState::Startup {
             self.timers.stop(Timer::Startup);
         }
-        if to == FailoverState::Normal {
-            // Persisted history from now on: no longer a new relationship.
+        if matches!(to, FailoverState::Normal | FailoverState::PartnerDown) {
+            // Persisted history from now on: no longer a new relationship (PARTNER-DOWN: we
+            // serve, so what we grant must not be forgotten by a restart as new).
             self.previous = self.persisted();
         }
         match (to, self.cfg.safe_period_s) {

@@ -566,8 +566,25 @@ fn treceive_expiry_interrupts_communications() {
 }
 
 #[test]
-fn startup_timer_without_history_goes_communications_interrupted() {
+fn startup_timer_without_history_goes_recover_and_waits_for_the_partner() {
+    // Without history (new, or the database was lost) the draft's RECOVER: no service until
+    // the partner's bindings are in.
     let mut p = Endpoint::new(cfg(Role::Primary), None, T0).unwrap();
+    p.handle_timeout(T0 + 300_000);
+    assert_eq!(p.state(), FailoverState::Recover);
+    // The operator may declare the partner down to commission one server alone; from then on
+    // the relationship has history and its state is persisted.
+    assert!(p.is_new());
+    p.set_partner_down(T0 + 301_000).unwrap();
+    assert_eq!(p.state(), FailoverState::PartnerDown);
+    assert!(!p.is_new());
+    // [MS-DHCPF] §3.1.6.3: a Windows server goes COMMUNICATIONS-INTERRUPTED instead.
+    let ms = Config {
+        dialect: Dialect::Microsoft,
+        mclt_check: MclCheck::RequireEqual,
+        ..cfg(Role::Primary)
+    };
+    let mut p = Endpoint::new(ms, None, T0).unwrap();
     p.handle_timeout(T0 + 300_000);
     assert_eq!(p.state(), FailoverState::CommunicationsInterrupted);
 }
@@ -2254,4 +2271,31 @@ fn updreq_with_a_scope_list_gets_every_binding() {
     let done = d.sent(true, MessageType::UpdDone);
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].xid, 77);
+}
+
+/// ISC dhcpd balances every pool to half FREE, half BACKUP whatever its split: towards ISC the
+/// secondary's default share is half in hot standby too (else the two balancers hand the same
+/// addresses back and forth, seen against dhcpd 4.4 in tests/interop_isc.rs); other dialects
+/// keep the split's default; a configured `backup_share` wins in every dialect.
+#[test]
+fn isc_dialect_balances_pools_half_and_half() {
+    use crate::proto::failover::loadbalance::SPLIT_HOT_STANDBY;
+    use crate::proto::lease::PoolShare;
+    assert_eq!(Dialect::Isc.default_backup_share(), Some(50));
+    assert_eq!(Dialect::Ringlease.default_backup_share(), None);
+    assert_eq!(Dialect::Microsoft.default_backup_share(), None);
+    let share = |d: Dialect, configured: Option<u8>| {
+        PoolShare::new(
+            Role::Secondary,
+            SPLIT_HOT_STANDBY,
+            configured.or(d.default_backup_share()),
+        )
+        .secondary_percent
+    };
+    assert_eq!(share(Dialect::Isc, None), 50);
+    assert_eq!(
+        share(Dialect::Ringlease, None),
+        PoolShare::HOT_STANDBY_PERCENT
+    );
+    assert_eq!(share(Dialect::Isc, Some(10)), 10);
 }
