@@ -565,11 +565,10 @@ fn one_sided_secret_never_normal() {
     );
 }
 
-/// Test 8: A secondary that ran alone past its startup timer (so it recorded
-/// COMMUNICATIONS-INTERRUPTED without ever having met its partner) is restarted, then the
-/// primary starts for the first time. The relationship is still new on both sides, so the pair
-/// should settle in NORMAL as a cold start does (test 1), not leave the primary waiting out
-/// the MCLT in RECOVER-WAIT.
+/// Test 8: A secondary that ran alone past its startup timer (so it went to RECOVER, serving
+/// nobody, without ever having met its partner) is restarted, then the primary starts for the
+/// first time. The relationship is still new on both sides, so the pair should settle in NORMAL
+/// as a cold start does (test 1), not leave the primary waiting out the MCLT in RECOVER-WAIT.
 #[test]
 fn restart_before_first_contact_reaches_normal() {
     let _g = serial();
@@ -580,7 +579,7 @@ fn restart_before_first_contact_reaches_normal() {
     let mut alone = Trace::new();
     let interrupted = wait_for(Duration::from_secs(30), || {
         let s = alone.poll(&pair.secondary).ok()?;
-        (s["state"] == json!("COMMUNICATIONS-INTERRUPTED")).then_some(())
+        (s["state"] == json!("RECOVER")).then_some(())
     });
     assert!(
         interrupted.is_some(),

@@ -34,8 +34,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::failover::{
-    is_normal, loadgen_bin, show, tail, Dumped, FailoverCfg, Node, Role, Traces, DHCP_PORT,
-    FAILOVER_PORT, LEASE_TIME_S,
+    is_normal, loadgen_bin, show, state_changes, tail, Dumped, FailoverCfg, Node, Role, Traces,
+    DHCP_PORT, FAILOVER_PORT, LEASE_TIME_S,
 };
 use common::{
     poll_until, read_lossy, require_root, serial, veth_pair, wait_for, Child, Netns, ServerCfg,
@@ -192,17 +192,6 @@ impl Topology {
             tail(&self.secondary.log(), 40)
         )
     }
-}
-
-/// The states a server's log says it entered, in order (`failover: state changed … to=X`).
-fn state_changes(log: &str) -> Vec<String> {
-    log.lines()
-        .filter(|l| l.contains("failover: state changed"))
-        .filter_map(|l| {
-            let to = l.split("to=").nth(1)?;
-            Some(to.trim_matches('"').split(['"', ' ']).next()?.to_string())
-        })
-        .collect()
 }
 
 fn state_is(fo: &Result<Value, String>, state: &str) -> bool {

@@ -1818,10 +1818,13 @@ pub fn to_failover_binding(change: &Change<'_>) -> failover::Binding {
 /// Does the partner know `change` already? A Free record is an acknowledged end or the
 /// partner's own; a Bound one carries the PET the partner acknowledged (or sent us), equal to
 /// the one it would be sent with. Anything else may be news to the partner; sending it again
-/// is harmless (ABANDONED from the partner is sent back, for one).
+/// is harmless (ABANDONED from the partner is sent back, for one) — except a Backup record: a
+/// pool gift the partner has long since used would undo its lease (ISC dhcpd takes a BACKUP
+/// over its ACTIVE outside NORMAL), so it is never sent again; one lost in a crash before it
+/// went out only idles the address until an operator resets it.
 fn partner_has(change: &Change<'_>) -> bool {
     match change.state {
-        LeaseState::Free => true,
+        LeaseState::Free | LeaseState::Backup => true,
         LeaseState::Bound => {
             change.partner_expiry_s != 0
                 && time32(change.partner_expiry_s) == time32(sent_pet(change))

@@ -246,7 +246,12 @@ pub fn share_of(cfg: &FailoverConfig) -> PoolShare {
     PoolShare {
         // ISC dhcpd and Windows start with every free address the primary's.
         split_fresh: cfg.endpoint.dialect == failover::Dialect::Ringlease,
-        ..PoolShare::new(cfg.endpoint.role, cfg.split, cfg.backup_share_percent)
+        ..PoolShare::new(
+            cfg.endpoint.role,
+            cfg.split,
+            cfg.backup_share_percent
+                .or(cfg.endpoint.dialect.default_backup_share()),
+        )
     }
 }
 

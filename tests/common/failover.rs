@@ -967,3 +967,14 @@ pub fn loadgen_bin() -> PathBuf {
     );
     built
 }
+
+/// The states a server's log says it entered, in order (`failover: state changed … to=X`).
+pub fn state_changes(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("failover: state changed"))
+        .filter_map(|l| {
+            let to = l.split("to=").nth(1)?;
+            Some(to.trim_matches('"').split(['"', ' ']).next()?.to_string())
+        })
+        .collect()
+}

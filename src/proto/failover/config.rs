@@ -33,6 +33,25 @@ pub enum Dialect {
     Microsoft,
 }
 
+impl Dialect {
+    /// The secondary's share of each pool's free addresses, in percent, when `backup_share` is
+    /// not configured; `None`: the default for the split (half when balancing load, 10 % in
+    /// hot standby).
+    ///
+    /// ISC dhcpd 4.4 balances every pool to half FREE, half BACKUP whatever its `split`/`hba`
+    /// (its pool timer moves `(free − backup) / 2` addresses; a secondary returns BACKUP
+    /// addresses above half as FREE). A partner aiming at another share fights it: a ringlease
+    /// secondary at 10 % returned 40 % of the pool as FREE, the dhcpd primary gave them back as
+    /// BACKUP, a BNDUPD storm on every balancing run (docs/interop.md). The draft leaves the
+    /// share to the implementation (§5.4), so towards ISC we aim at ISC's half in every mode.
+    pub fn default_backup_share(self) -> Option<u8> {
+        match self {
+            Dialect::Isc => Some(50),
+            Dialect::Ringlease | Dialect::Microsoft => None,
+        }
+    }
+}
+
 /// What the secondary does with the primary's MCLT (draft §7.8.2 step 7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MclCheck {
