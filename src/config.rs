@@ -88,8 +88,8 @@ pub struct FailoverConfig {
     pub peer: SocketAddrV4,
     /// RFC 3074 buckets the primary serves (255: hot standby, 128: even load balance).
     pub split: u8,
-    /// Percent of each pool's free addresses the secondary allocates from (None: the default
-    /// for `split`).
+    /// Percent of each pool's free addresses the secondary should hold (None: the dialect's
+    /// default, `Dialect::default_backup_share`, else the default for `split`).
     pub backup_share_percent: Option<u8>,
     /// CPU for the failover thread.
     pub core: Option<usize>,

@@ -396,7 +396,9 @@ fn run_pair(pair: &[(Server, Arc<ServiceGate>); 2], ops: &[PairOp]) -> Result<()
                 pair[*at].1.set_state(STATES[*state], MCLT_S, now);
                 if STATES[*state] == FailoverState::PartnerDown {
                     down = Some(1 - *at);
-                    pair[1 - *at].1.set_state(FailoverState::Startup, MCLT_S, now);
+                    pair[1 - *at]
+                        .1
+                        .set_state(FailoverState::Startup, MCLT_S, now);
                 }
                 continue;
             }

@@ -220,7 +220,8 @@ fn missing(
         let both_ended = ended_ok
             && r.is_some_and(|d| ended(&d.state) && hw_of(&d.client).as_ref() == Some(hw))
             && i.is_some_and(|l| ended(&l.state) && l.hw.as_ref() == Some(hw));
-        if !(r_ok && i_ok) && !both_ended {
+        let agreed = (r_ok && i_ok) || both_ended;
+        if !agreed {
             out.push(format!(
                 "{ip} (client {hw}): ringlease {:?}, dhcpd {:?}",
                 r.map(|d| (&d.state, &d.client)),
