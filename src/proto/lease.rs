@@ -1425,11 +1425,12 @@ impl LeaseTable {
                 }
                 _ => expires_s,
             };
-            // A freed address holds nothing of the partner's for its last client.
-            let partner_pet = if state == LeaseState::Free || state == LeaseState::Backup {
-                0
-            } else {
-                b.pet_s
+            // A freed address holds nothing of the partner's for its last client; a BACKUP one
+            // is marked as the partner's word (see `partner_has`).
+            let partner_pet = match state {
+                LeaseState::Free => 0,
+                LeaseState::Backup => now_s,
+                _ => b.pet_s,
             };
             let change = Change {
                 seq: self.next_seq(),
@@ -1818,13 +1819,14 @@ pub fn to_failover_binding(change: &Change<'_>) -> failover::Binding {
 /// Does the partner know `change` already? A Free record is an acknowledged end or the
 /// partner's own; a Bound one carries the PET the partner acknowledged (or sent us), equal to
 /// the one it would be sent with. Anything else may be news to the partner; sending it again
-/// is harmless (ABANDONED from the partner is sent back, for one) — except a Backup record: a
-/// pool gift the partner has long since used would undo its lease (ISC dhcpd takes a BACKUP
-/// over its ACTIVE outside NORMAL), so it is never sent again; one lost in a crash before it
-/// went out only idles the address until an operator resets it.
+/// is harmless (ABANDONED from the partner is sent back, for one) — but a Backup record goes
+/// again only if the partner never acknowledged it: a pool gift the partner has since used
+/// would undo its lease (ISC dhcpd takes a BACKUP over its ACTIVE outside NORMAL). A Backup
+/// record carries a partner expiration once acknowledged, or when the partner sent it.
 fn partner_has(change: &Change<'_>) -> bool {
     match change.state {
-        LeaseState::Free | LeaseState::Backup => true,
+        LeaseState::Free => true,
+        LeaseState::Backup => change.partner_expiry_s != 0,
         LeaseState::Bound => {
             change.partner_expiry_s != 0
                 && time32(change.partner_expiry_s) == time32(sent_pet(change))
@@ -2989,6 +2991,22 @@ mod tests {
         assert_eq!(log.0.len(), 100, "recorded before it is sent");
         assert_eq!(primary.free_by_side(subnet, NOW), (100, 100));
         assert!(primary.rebalance(&s, NOW, &mut log).is_empty(), "balanced");
+        // A restart resends gifts the partner never acknowledged, never acknowledged ones.
+        let unacknowledged = || {
+            let mut n = 0;
+            primary.visit_unacknowledged_bindings(|b| {
+                assert_eq!(b.status, BindingStatus::Backup);
+                n += 1;
+            });
+            n
+        };
+        assert_eq!(unacknowledged(), 100);
+        for b in &given[..60] {
+            primary
+                .partner_acked(&s, b.ip, b.status, b.pet_s, &mut Volatile)
+                .unwrap();
+        }
+        assert_eq!(unacknowledged(), 40);
         for b in &given {
             secondary.apply_partner(&s, b, NOW, &mut Volatile).unwrap();
         }
