@@ -528,8 +528,9 @@ fn wrong_relationship_name_never_reaches_normal() {
         == CloseReason::PeerRejected(
             ringlease::proto::wire::failover::RejectReason::InvalidPartner
         )));
-    // After the startup timer both serve on their own: COMMUNICATIONS-INTERRUPTED.
-    assert!(p.both(FailoverState::CommunicationsInterrupted));
+    // After the startup timer neither serves: a relationship without history waits for its
+    // partner's bindings in RECOVER (draft §9.3).
+    assert!(p.both(FailoverState::Recover));
     assert_eq!(p.nodes[1].applied, 0);
 }
 
