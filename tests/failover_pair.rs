@@ -21,9 +21,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::failover::{
-    is_normal, log_dump, show, summarize, tail, told_expiries, unix_now_s, wait_replicated,
-    FailoverCfg, Granted, Node, NsRelay, Pair, Trace, Traces, BIG_POOL, DHCP_PORT, FAILOVER_PORT,
-    PRIMARY, RELAY, SECONDARY, SMALL_POOL,
+    is_normal, loadgen_bin, log_dump, show, summarize, tail, told_expiries, unix_now_s,
+    wait_replicated, FailoverCfg, Granted, Node, NsRelay, Pair, Trace, Traces, BIG_POOL, DHCP_PORT,
+    FAILOVER_PORT, PRIMARY, RELAY, SECONDARY, SMALL_POOL,
 };
 use common::{
     read_lossy, require_root, require_tool, run_bounded, serial, wait_for, Child, TempDir,
@@ -192,53 +192,6 @@ const BULK_CLIENTS: u32 = 100_000;
 /// Offered DORA rate: with two servers on the machine's two cores, low enough that the
 /// primary answers everything (the generator retransmits what it loses).
 const BULK_RATE: u32 = 4_000;
-
-/// The load generator: beside the server binary (`cargo test --workspace` and `cargo build
-/// --workspace` put it there), else built once (bounded) into a target dir of its own, so the
-/// nested cargo never waits for the lock of the one running this test.
-fn loadgen_bin() -> PathBuf {
-    let ringlease = common::ringlease_bin();
-    let dir = ringlease.parent().expect("binary dir");
-    let beside = dir.join("ringlease-loadgen");
-    if beside.exists() {
-        return beside;
-    }
-    let profile = dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("release");
-    let target = dir
-        .parent()
-        .expect("target dir")
-        .join("failover-test-loadgen");
-    let built = target.join(profile).join("ringlease-loadgen");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut c = Command::new(cargo);
-    c.args([
-        "build",
-        "-p",
-        "ringlease-loadgen",
-        "--bin",
-        "ringlease-loadgen",
-    ])
-    .current_dir(env!("CARGO_MANIFEST_DIR"))
-    .env("CARGO_TARGET_DIR", &target);
-    if profile == "release" {
-        c.arg("--release");
-    }
-    eprintln!(
-        "building ringlease-loadgen into {} (not found beside {})",
-        target.display(),
-        ringlease.display()
-    );
-    let out = run_bounded(c, Duration::from_secs(1200));
-    assert!(
-        out.status.success() && built.exists(),
-        "could not build ringlease-loadgen (`cargo build --release -p ringlease-loadgen`): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    built
-}
 
 /// Test 3: 100,000 distinct clients lease from the primary (the bundled load generator, open loop
 /// at a fixed rate, bounded by count and time); once the primary's replication queue is
