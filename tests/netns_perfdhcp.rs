@@ -89,7 +89,13 @@ impl Report {
         let orphans = self.num(section, "orphans");
         let rejected = self.num(section, "rejected leases");
         let ctx = || format!("section `{section}` of perfdhcp output:\n{}", self.text);
-        assert_eq!(sent, expect_sent, "sent packets, {}", ctx());
+        // perfdhcp's `-n` stops initiating after N exchanges, but its multi-threaded sender
+        // may have one more in flight (seen: 1501 for -n 1500); all of them must complete.
+        assert!(
+            (expect_sent..=expect_sent + 2).contains(&sent),
+            "sent packets {sent}, expected {expect_sent}, {}",
+            ctx()
+        );
         assert_eq!(recv, sent, "every request must get its reply, {}", ctx());
         assert_eq!(drops, 0, "drops, {}", ctx());
         assert_eq!(rejected, 0, "rejected leases, {}", ctx());
