@@ -1165,8 +1165,6 @@ impl LeaseTable {
     /// first. The lease ends at `lease`'s bound: with an MCLT, at most MCLT beyond the
     /// partner's expiration bound of the address (none if the address changes client); the
     /// potential expiration for the partner is `now + desired + granted / 2` (draft §5.2.1).
-    /// A client that chose this address over the one it held (SELECTING) gives the old one
-    /// back.
     pub fn commit(
         &self,
         subnet: &Subnet,
@@ -1175,34 +1173,6 @@ impl LeaseTable {
         lease: LeaseTime,
         now_s: u64,
         journal: &mut dyn Journal,
-    ) -> Commit {
-        self.bind(subnet, client, ip, (lease, now_s), journal, true)
-    }
-
-    /// [`LeaseTable::commit`] for a client confirming or extending a lease (INIT-REBOOT,
-    /// RENEWING, REBINDING): another address it holds here is left to run out, not given back.
-    /// Such a REQUEST may be old news, delayed past the client's move to that other address;
-    /// giving that one back would hand an address in use to the next client.
-    pub fn confirm(
-        &self,
-        subnet: &Subnet,
-        client: &[u8],
-        ip: Ipv4Addr,
-        lease: LeaseTime,
-        now_s: u64,
-        journal: &mut dyn Journal,
-    ) -> Commit {
-        self.bind(subnet, client, ip, (lease, now_s), journal, false)
-    }
-
-    fn bind(
-        &self,
-        subnet: &Subnet,
-        client: &[u8],
-        ip: Ipv4Addr,
-        (lease, now_s): (LeaseTime, u64),
-        journal: &mut dyn Journal,
-        give_back_previous: bool,
     ) -> Commit {
         let leases = self.leases(subnet);
         let mut clients = leases.clients[client_shard(client)].lock();
@@ -1250,7 +1220,7 @@ impl LeaseTable {
             shard.set(subnet, &change);
             (expires_s, shard.key_of(ip_u32))
         };
-        if let Some(old) = previous.filter(|_| give_back_previous) {
+        if let Some(old) = previous {
             // The client moved to a new address: its old one goes back to the pool. Should this
             // fail to be recorded, the old lease simply runs out.
             let _ = self.give_back(subnet, client, old, now_s, journal);
@@ -2822,37 +2792,6 @@ mod tests {
                 (ip(3), BindingStatus::Active),
                 (ip(4), BindingStatus::Released)
             ]
-        );
-    }
-
-    #[test]
-    fn a_move_gives_the_old_address_back_but_a_late_renewal_does_not() {
-        let s = small();
-        let subnet = &s.all()[0];
-        let table = LeaseTable::new(&s);
-        let plain = LeaseTime::plain(DESIRED);
-        let a = hw(1);
-        assert!(matches!(
-            commit(&table, &s, &a, ip(1), plain, NOW),
-            Commit::Bound { .. }
-        ));
-        // SELECTING another address: the client gave the old one up.
-        assert!(matches!(
-            commit(&table, &s, &a, ip(2), plain, NOW + 1),
-            Commit::Bound { .. }
-        ));
-        assert_eq!(
-            table.get(subnet, ip(1)).unwrap().state,
-            LeaseState::Released
-        );
-        // A renewal of the old address arriving late, after the client moved on: the address
-        // it holds now is not given back (another client could be handed it).
-        let renewed = table.confirm(subnet, a.as_bytes(), ip(1), plain, NOW + 2, &mut Volatile);
-        assert!(matches!(renewed, Commit::Bound { .. }));
-        assert_eq!(table.get(subnet, ip(2)).unwrap().state, LeaseState::Bound);
-        assert_eq!(
-            commit(&table, &s, &hw(2), ip(2), plain, NOW + 3),
-            Commit::Conflict
         );
     }
 

@@ -295,14 +295,7 @@ pub fn accept_update(
     };
     match (local.status, update.status) {
         (B::Active, B::Active) => {
-            // An ACTIVE update whose lease has already ended (one resent after a restart, say)
-            // holds no client: it must not take the address from a client whose lease runs.
-            let ended = update.expires_s != 0 && update.expires_s <= now_s;
-            if local.same_client(update) {
-                Ok(())
-            } else if ended && local.expires_s > now_s {
-                outdated
-            } else if role == Role::Secondary {
+            if local.same_client(update) || role == Role::Secondary {
                 Ok(())
             } else {
                 Err(RejectReason::FatalConflict)
