@@ -27,6 +27,20 @@ const SMALL: LogOptions = LogOptions {
     compact_at_bytes: 16 * 4096,
 };
 
+/// Opens a log this process may have dropped a moment ago. A child process that another test
+/// spawns holds copies of all our descriptors from its fork until its exec closes them (which
+/// the kernel does after the spawning thread already runs again), among them the `flock`ed lock
+/// file of a dropped log: a reopen in that window sees `Locked`, so it is retried briefly.
+fn open_log(dir: &Path, options: LogOptions) -> Result<(LeaseLog, Replayed), LogError> {
+    for _ in 0..200 {
+        match LeaseLog::open(dir, options) {
+            Err(LogError::Locked(_)) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            other => return other,
+        }
+    }
+    LeaseLog::open(dir, options)
+}
+
 /// A deterministic pseudo-random sequence (a fixed seed per test, so a failure replays).
 struct Lcg(u64);
 
@@ -146,7 +160,7 @@ fn unsynced_appends_of_many_writers_replay_after_reopen() {
     let dir = tmp.path().join("log");
     let mut model = Table::new();
     {
-        let (log, replayed) = LeaseLog::open(&dir, SMALL).unwrap();
+        let (log, replayed) = open_log(&dir, SMALL).unwrap();
         assert!(replayed.bindings.is_empty());
         assert!(matches!(
             LeaseLog::open(&dir, SMALL),
@@ -160,7 +174,7 @@ fn unsynced_appends_of_many_writers_replay_after_reopen() {
         }
     }
     assert!(segments(&dir).len() >= 6, "each writer rolled");
-    let (_log, replayed) = LeaseLog::open(&dir, SMALL).unwrap();
+    let (_log, replayed) = open_log(&dir, SMALL).unwrap();
     assert_eq!(table_of(&replayed), model);
     assert_eq!(replayed.report.records, 600);
     assert_eq!(replayed.report.max_seq, 600);
@@ -172,7 +186,7 @@ fn unsynced_appends_of_many_writers_replay_after_reopen() {
 /// and the offsets where the last record starts and ends. The last record is 80 or 88 bytes
 /// long, so the low byte of its length field is not zero.
 fn one_segment_of(dir: &Path, n: u64) -> (PathBuf, Vec<Binding>, u64, u64) {
-    let (log, _) = LeaseLog::open(dir, SMALL).unwrap();
+    let (log, _) = open_log(dir, SMALL).unwrap();
     let mut writer = log.writer().unwrap();
     let mut written = Vec::new();
     let mut end = HEADER_LEN as u64;
@@ -251,14 +265,14 @@ fn torn_tail_at_every_offset_is_dropped_and_repaired() {
 
             let extra = binding(1000, 999, LeaseState::Offered);
             {
-                let (log, replayed) = LeaseLog::open(&image, SMALL).unwrap();
+                let (log, replayed) = open_log(&image, SMALL).unwrap();
                 assert_eq!(table_of(&replayed), before_last, "{what}");
                 assert_eq!(replayed.report.torn_tails.len(), 1, "{what}");
                 let mut writer = log.writer().unwrap();
                 writer.append(&extra.as_ref()).unwrap();
                 writer.sync().unwrap();
             }
-            let (_log, replayed) = LeaseLog::open(&image, SMALL).unwrap();
+            let (_log, replayed) = open_log(&image, SMALL).unwrap();
             let mut expected = before_last.clone();
             apply(&mut expected, &extra);
             assert_eq!(table_of(&replayed), expected, "{what}");
@@ -311,7 +325,7 @@ fn corrupt_record_in_the_middle_is_reported_and_skipped() {
         assert_eq!(table_of(&verified), expected);
         assert_eq!(verified.report.records, written.len() as u64 - 1);
 
-        let (_log, replayed) = LeaseLog::open(&image, SMALL).unwrap();
+        let (_log, replayed) = open_log(&image, SMALL).unwrap();
         assert_eq!(replayed.report.corrupt, vec![(seg.clone(), victim_offset)]);
         assert_eq!(table_of(&replayed), expected);
     }
@@ -326,7 +340,7 @@ fn last_seq_wins_across_segments_of_different_writers() {
     let mut model = Table::new();
     let mut rng = Lcg(4);
     {
-        let (log, _) = LeaseLog::open(&dir, SMALL).unwrap();
+        let (log, _) = open_log(&dir, SMALL).unwrap();
         let mut late = log.writer().unwrap();
         let mut early = log.writer().unwrap();
         // The older segment (`late`'s, created first) gets the newer change of address 1.
@@ -344,7 +358,7 @@ fn last_seq_wins_across_segments_of_different_writers() {
             apply(&mut model, &b);
         }
     }
-    let (_log, replayed) = LeaseLog::open(&dir, SMALL).unwrap();
+    let (_log, replayed) = open_log(&dir, SMALL).unwrap();
     let table = table_of(&replayed);
     assert_eq!(
         table[&Ipv4Addr::new(100, 64, 0, 1)].state,
@@ -359,7 +373,7 @@ fn check_images(images: &[(String, PathBuf, Table)]) {
     for (step, image, expected) in images {
         let verified = verify(image).unwrap();
         assert_eq!(&table_of(&verified), expected, "verify at {step}");
-        let (_log, replayed) = LeaseLog::open(image, SMALL).unwrap();
+        let (_log, replayed) = open_log(image, SMALL).unwrap();
         assert_eq!(&table_of(&replayed), expected, "open at {step}");
         assert!(replayed.report.corrupt.is_empty(), "{step}");
         assert!(
@@ -380,7 +394,7 @@ fn check_images(images: &[(String, PathBuf, Table)]) {
 fn compaction_crash_images_replay_to_the_same_table() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
-    let (log, _) = LeaseLog::open(&dir, SMALL).unwrap();
+    let (log, _) = open_log(&dir, SMALL).unwrap();
     let mut model = Table::new();
     let mut rng = Lcg(5);
     let mut seq = 0;
@@ -460,7 +474,7 @@ fn compaction_crash_images_replay_to_the_same_table() {
     assert_eq!(snapshots.len(), 1, "the second snapshot replaced the first");
     drop(active);
     drop(log);
-    let (_log, replayed) = LeaseLog::open(&dir, SMALL).unwrap();
+    let (_log, replayed) = open_log(&dir, SMALL).unwrap();
     assert_eq!(table_of(&replayed), model);
 }
 
@@ -470,7 +484,7 @@ fn compaction_crash_images_replay_to_the_same_table() {
 fn compaction_keeps_a_segment_the_snapshot_does_not_cover() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
-    let (log, _) = LeaseLog::open(&dir, SMALL).unwrap();
+    let (log, _) = open_log(&dir, SMALL).unwrap();
     let mut model = Table::new();
     {
         let mut writer = log.writer().unwrap();
@@ -487,7 +501,7 @@ fn compaction_keeps_a_segment_the_snapshot_does_not_cover() {
         .unwrap();
     assert!(!segments(&dir).is_empty(), "the uncovered segment was kept");
     drop(log);
-    let (_log, replayed) = LeaseLog::open(&dir, SMALL).unwrap();
+    let (_log, replayed) = open_log(&dir, SMALL).unwrap();
     assert_eq!(table_of(&replayed), model);
 }
 
@@ -534,7 +548,7 @@ fn full_disk_gives_no_space_then_recovers() {
     };
     let mut model = Table::new();
     {
-        let (log, _) = LeaseLog::open(&dir, options).unwrap();
+        let (log, _) = open_log(&dir, options).unwrap();
         let mut writer = log.writer().unwrap();
         let mut seq = 0;
         let mut failures = 0;
@@ -568,7 +582,7 @@ fn full_disk_gives_no_space_then_recovers() {
         }
         writer.sync().unwrap();
     }
-    let (_log, replayed) = LeaseLog::open(&dir, options).unwrap();
+    let (_log, replayed) = open_log(&dir, options).unwrap();
     assert_eq!(table_of(&replayed), model);
 }
 
@@ -582,7 +596,7 @@ const CHILD_SYNCED: u64 = 500;
 #[test]
 fn appended_and_synced_records_survive_process_abort() {
     if let Some(dir) = std::env::var_os(CHILD_ENV) {
-        let (log, _) = LeaseLog::open(Path::new(&dir), SMALL).unwrap();
+        let (log, _) = open_log(Path::new(&dir), SMALL).unwrap();
         let mut writer = log.writer().unwrap();
         for seq in 1..=CHILD_SYNCED {
             let b = binding(seq, seq as u16, LeaseState::Bound);
@@ -609,7 +623,7 @@ fn appended_and_synced_records_survive_process_abort() {
         .status()
         .unwrap();
     assert!(!status.success(), "the child aborts");
-    let (_log, replayed) = LeaseLog::open(&dir, SMALL).unwrap();
+    let (_log, replayed) = open_log(&dir, SMALL).unwrap();
     let table = table_of(&replayed);
     for seq in 1..=CHILD_SYNCED {
         let b = binding(seq, seq as u16, LeaseState::Bound);

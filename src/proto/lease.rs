@@ -1174,6 +1174,37 @@ impl LeaseTable {
         now_s: u64,
         journal: &mut dyn Journal,
     ) -> Commit {
+        self.bind(subnet, client, ip, (lease, now_s), true, journal)
+    }
+
+    /// [`Self::commit`] for a client that names an address as already its own (INIT-REBOOT,
+    /// RENEWING, REBINDING). Renewing a running lease gives any other lease of the client
+    /// back, as a move does. Otherwise the client's other lease is kept: the request may lag
+    /// behind the client's move (a late retransmission, a stale memory; or a move through the
+    /// failover partner we have not heard of), and giving back the address the client moved
+    /// to would let another client have it. Of two leases, the one the client stops renewing
+    /// runs out.
+    pub fn confirm(
+        &self,
+        subnet: &Subnet,
+        client: &[u8],
+        ip: Ipv4Addr,
+        lease: LeaseTime,
+        now_s: u64,
+        journal: &mut dyn Journal,
+    ) -> Commit {
+        self.bind(subnet, client, ip, (lease, now_s), false, journal)
+    }
+
+    fn bind(
+        &self,
+        subnet: &Subnet,
+        client: &[u8],
+        ip: Ipv4Addr,
+        (lease, now_s): (LeaseTime, u64),
+        may_move: bool,
+        journal: &mut dyn Journal,
+    ) -> Commit {
         let leases = self.leases(subnet);
         let mut clients = leases.clients[client_shard(client)].lock();
         if let Some(owner) = subnet.reserved_to(ip) {
@@ -1183,6 +1214,15 @@ impl LeaseTable {
         }
         let ip_u32 = u32::from(ip);
         let previous = clients.get(client).copied().filter(|&old| old != ip_u32);
+        // A client that names an address without a running lease there may be behind its own
+        // move (see `confirm`): its other lease stays.
+        let moves = may_move || {
+            let shard = leases.addrs[addr_shard(ip_u32)].lock();
+            shard
+                .slots
+                .get(&ip_u32)
+                .is_some_and(|s| s.state == LeaseState::Bound && s.held_by(client, now_s))
+        };
         let (expires_s, key) = {
             let mut shard = leases.addrs[addr_shard(ip_u32)].lock();
             let slot = shard.slots.get(&ip_u32);
@@ -1220,7 +1260,7 @@ impl LeaseTable {
             shard.set(subnet, &change);
             (expires_s, shard.key_of(ip_u32))
         };
-        if let Some(old) = previous {
+        if let Some(old) = previous.filter(|_| moves) {
             // The client moved to a new address: its old one goes back to the pool. Should this
             // fail to be recorded, the old lease simply runs out.
             let _ = self.give_back(subnet, client, old, now_s, journal);
@@ -1425,11 +1465,11 @@ impl LeaseTable {
                 }
                 _ => expires_s,
             };
-            // A freed address holds nothing of the partner's for its last client; a BACKUP one
-            // is marked as the partner's word (see `partner_has`).
+            // A freed address holds nothing of the partner's for its last client; a FREE or
+            // BACKUP one (no client) is marked as the partner's word (see `partner_has`).
             let partner_pet = match state {
-                LeaseState::Free => 0,
-                LeaseState::Backup => now_s,
+                LeaseState::Free if keeps_client => 0,
+                LeaseState::Free | LeaseState::Backup => now_s,
                 _ => b.pet_s,
             };
             let change = Change {
@@ -1816,16 +1856,17 @@ pub fn to_failover_binding(change: &Change<'_>) -> failover::Binding {
     }
 }
 
-/// Does the partner know `change` already? A Free record is an acknowledged end or the
-/// partner's own; a Bound one carries the PET the partner acknowledged (or sent us), equal to
-/// the one it would be sent with. Anything else may be news to the partner; sending it again
-/// is harmless (ABANDONED from the partner is sent back, for one) — but a Backup record goes
-/// again only if the partner never acknowledged it: a pool gift the partner has since used
-/// would undo its lease (ISC dhcpd takes a BACKUP over its ACTIVE outside NORMAL). A Backup
-/// record carries a partner expiration once acknowledged, or when the partner sent it.
+/// Does the partner know `change` already? A Free record of a client is an acknowledged end
+/// or the partner's; a Bound one carries the PET the partner acknowledged (or sent us), equal
+/// to the one it would be sent with. Anything else may be news to the partner; sending it again
+/// is harmless (ABANDONED from the partner is sent back, for one) — but a pool gift (Backup
+/// from a primary, a client-less Free from a secondary) goes again only if the partner never
+/// acknowledged it: a gift the partner has since used would undo its lease (ISC dhcpd takes a
+/// BACKUP over its ACTIVE outside NORMAL). A gift's record carries a partner expiration once
+/// acknowledged, or when the partner sent it.
 fn partner_has(change: &Change<'_>) -> bool {
     match change.state {
-        LeaseState::Free => true,
+        LeaseState::Free => !change.client.is_empty() || change.partner_expiry_s != 0,
         LeaseState::Backup => change.partner_expiry_s != 0,
         LeaseState::Bound => {
             change.partner_expiry_s != 0
@@ -2746,6 +2787,46 @@ mod tests {
     }
 
     #[test]
+    fn a_late_request_for_an_old_address_does_not_take_back_the_new_one() {
+        let s = small();
+        let subnet = &s.all()[0];
+        let table = LeaseTable::new(&s);
+        let lease = LeaseTime::plain(DESIRED);
+        let (a, b) = (hw(1), hw(2));
+        assert!(matches!(
+            commit(&table, &s, &a, ip(1), lease, NOW),
+            Commit::Bound { .. }
+        ));
+        table
+            .release(subnet, a.as_bytes(), ip(1), NOW + 1, &mut Volatile)
+            .unwrap();
+        assert!(matches!(
+            commit(&table, &s, &a, ip(2), lease, NOW + 2),
+            Commit::Bound { .. }
+        ));
+        // A renewal of ip(1) sent before the release arrives now: granted (the address is
+        // free), but ip(2) stays the client's, so no other client gets it.
+        assert!(matches!(
+            table.confirm(subnet, a.as_bytes(), ip(1), lease, NOW + 3, &mut Volatile),
+            Commit::Bound { .. }
+        ));
+        assert_eq!(table.get(subnet, ip(2)).unwrap().state, LeaseState::Bound);
+        assert!(matches!(
+            commit(&table, &s, &b, ip(2), lease, NOW + 4),
+            Commit::Conflict
+        ));
+        // Renewing the running lease on ip(2) gives ip(1) back, as a move does.
+        assert!(matches!(
+            table.confirm(subnet, a.as_bytes(), ip(2), lease, NOW + 5, &mut Volatile),
+            Commit::Bound { .. }
+        ));
+        assert_eq!(
+            table.get(subnet, ip(1)).unwrap().state,
+            LeaseState::Released
+        );
+    }
+
+    #[test]
     fn a_restart_resends_what_the_partner_has_not_acknowledged() {
         let s = small();
         let subnet = &s.all()[0];
@@ -3051,6 +3132,40 @@ mod tests {
         assert_eq!(back.len(), 50);
         assert!(back.iter().all(|b| b.status == BindingStatus::Free));
         assert_eq!(rich.free_by_side(subnet, NOW), (100, 100));
+    }
+
+    #[test]
+    fn a_restarted_secondary_resends_only_the_free_gifts_never_acknowledged() {
+        let s = subnets([10, 0, 0, 1], [10, 0, 0, 200]);
+        let subnet = &s.all()[0];
+        let share = PoolShare {
+            split_fresh: false,
+            ..PoolShare::new(Role::Secondary, 128, None)
+        };
+        let rich = LeaseTable::with_share(&s, Some(share));
+        for ip in subnet.pools[0].addresses().take(150) {
+            let mut b = Binding::new(ip, BindingStatus::Backup);
+            b.stos_s = NOW;
+            rich.apply_partner(&s, &b, NOW, &mut Volatile).unwrap();
+        }
+        // The partner's own FREE and an acknowledged end are not news to it.
+        let freed = subnet.pools[0].addresses().nth(190).unwrap();
+        let mut free = Binding::new(freed, BindingStatus::Free);
+        free.stos_s = NOW;
+        rich.apply_partner(&s, &free, NOW, &mut Volatile).unwrap();
+        let back = rich.rebalance(&s, NOW, &mut Volatile);
+        assert_eq!(back.len(), 50);
+        let acked = &back[..10];
+        for b in acked {
+            rich.partner_acked(&s, b.ip, b.status, b.pet_s, &mut Volatile)
+                .unwrap();
+        }
+        let mut resent = Vec::new();
+        rich.visit_unacknowledged_bindings(|b| resent.push(b.ip));
+        resent.sort();
+        let mut expected: Vec<Ipv4Addr> = back[10..].iter().map(|b| b.ip).collect();
+        expected.sort();
+        assert_eq!(resent, expected);
     }
 
     #[test]

@@ -290,7 +290,7 @@ impl Server {
     ) -> Decision {
         match self
             .leases
-            .commit(subnet, client, ip, lease, now_s, journal)
+            .confirm(subnet, client, ip, lease, now_s, journal)
         {
             Commit::Bound { expires_s } => self.ack(p, subnet, ip, (expires_s, now_s)),
             Commit::Conflict => self.nak(p),

@@ -256,6 +256,8 @@ pub fn check_complete(update: &Binding) -> Result<(), RejectReason> {
 /// - time(2): `now_s` is later than our lease-expiration-time.
 /// - time(3): the update's CLTT is later than our start-time-of-state.
 /// - "Later": an update without CLTT is never later; if only the update has one it is later.
+/// - Beyond the table: an ACTIVE update whose lease already ended is outdated against a running
+///   ACTIVE of another client, whichever side sends it.
 ///
 /// Not implemented here (left to part 2 / the caller): ISC's "dueling updates" rule for an
 /// address awaiting our own BNDACK, the R/B flag checks (reject 19), one-client-two-addresses.
@@ -295,7 +297,13 @@ pub fn accept_update(
     };
     match (local.status, update.status) {
         (B::Active, B::Active) => {
-            if local.same_client(update) || role == Role::Secondary {
+            if local.same_client(update) {
+                Ok(())
+            } else if update.expires_s <= now_s && local.expires_s > now_s {
+                // An ACTIVE that ended before it reached us (resent after a restart, say) has
+                // no claim on the address; the running lease of another client stays.
+                outdated
+            } else if role == Role::Secondary {
                 Ok(())
             } else {
                 Err(RejectReason::FatalConflict)

@@ -952,6 +952,7 @@ fn acceptance_table() {
     ours.expires_s = 20_000;
     let mut other_client = active(1, 6000);
     other_client.hardware = HwAddr::new(1, &[9; 6]);
+    other_client.expires_s = 25_000;
     // ACTIVE vs ACTIVE, other client: primary rejects 2, secondary accepts.
     assert_eq!(
         accept_update(Role::Primary, Some(&ours), &other_client, now),
@@ -961,6 +962,15 @@ fn acceptance_table() {
         accept_update(Role::Secondary, Some(&ours), &other_client, now),
         Ok(())
     );
+    // ... unless the update's lease has ended: it cannot displace a running lease.
+    let mut ended = other_client.clone();
+    ended.expires_s = now;
+    for role in [Role::Primary, Role::Secondary] {
+        assert_eq!(
+            accept_update(role, Some(&ours), &ended, now),
+            Err(R::OutdatedBindingInformation)
+        );
+    }
     // Same client, any CLTT: accept.
     assert_eq!(
         accept_update(Role::Primary, Some(&ours), &active(1, 1), now),
