@@ -190,6 +190,7 @@ mod raw {
         pub send_timer: Option<u32>,
         pub receive_timer: Option<u32>,
         pub startup_timer: Option<u32>,
+        pub startup_wait: Option<bool>,
         pub connect_retry: Option<u32>,
         pub sync_timer: Option<u32>,
         pub safe_period: Option<u32>,
@@ -610,6 +611,7 @@ impl raw::Failover {
         endpoint.tsend_s = set(self.send_timer, endpoint.tsend_s);
         endpoint.treceive_s = set(self.receive_timer, endpoint.treceive_s);
         endpoint.startup_s = set(self.startup_timer, endpoint.startup_s);
+        endpoint.startup_wait = self.startup_wait.unwrap_or(endpoint.startup_wait);
         endpoint.connect_retry_s = set(self.connect_retry, endpoint.connect_retry_s);
         endpoint.sync_s = set(self.sync_timer, endpoint.sync_s);
         endpoint.safe_period_s = self.safe_period;
@@ -773,6 +775,20 @@ impl raw::Subnet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Guards the shipped example: every key it documents is one we read.
+    #[test]
+    fn the_example_configuration_is_valid() {
+        let text = include_str!("../examples/server.toml");
+        let config = Config::from_toml(text).unwrap();
+        let failover = config
+            .failover
+            .expect("the example has a [failover] section");
+        assert!(!failover.endpoint.startup_wait);
+        let waiting = text.replace("startup_wait = false", "startup_wait = true");
+        let failover = Config::from_toml(&waiting).unwrap().failover.unwrap();
+        assert!(failover.endpoint.startup_wait);
+    }
 
     const ISSUE_EXAMPLE: &str = r#"
 [server]

@@ -89,6 +89,12 @@ pub struct Config {
     /// tReceive: our receive-timer (sent in CONNECT/CONNECTACK).
     pub treceive_s: u32,
     pub startup_s: u32,
+    /// When the startup timer expires without the partner (draft §9.3 step 6): `false` resumes
+    /// the previous state, as ISC dhcpd and Windows do, so a lone survivor keeps serving; `true`
+    /// stays in STARTUP, answering nobody, until the partner answers or the operator sets
+    /// PARTNER-DOWN. Waiting is the safe choice where the partner may have been set
+    /// PARTNER-DOWN while this server was down: it then uses this server's free addresses.
+    pub startup_wait: bool,
     /// `None` = no automatic PARTNER-DOWN.
     pub safe_period_s: Option<u32>,
     pub connect_retry_s: u32,
@@ -121,6 +127,7 @@ impl Config {
             tsend_s: 60,
             treceive_s: 180,
             startup_s: 300,
+            startup_wait: false,
             safe_period_s: None,
             connect_retry_s: 60,
             sync_s: 300,

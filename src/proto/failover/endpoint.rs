@@ -532,13 +532,16 @@ impl Endpoint {
 
     /// Operator command: go to PARTNER-DOWN (draft §9.8.x, §9.9.x, §9.11). Allowed from
     /// COMMUNICATIONS-INTERRUPTED, RESOLUTION-INTERRUPTED (and NORMAL, per the draft, though
-    /// the partner is up), and from RECOVER while the partner is unreachable (draft §9.3:
-    /// commissioning a pair with one server; the operator vouches that it never served);
-    /// refused elsewhere.
+    /// the partner is up), and from STARTUP or RECOVER while the partner is unreachable (draft
+    /// §9.3: commissioning a pair with one server, or a lone survivor told to wait for its
+    /// partner; the operator vouches that the partner serves nobody); refused elsewhere.
     pub fn set_partner_down(&mut self, now_ms: u64) -> Result<(), Unsupported> {
         match self.state {
-            FailoverState::Recover if self.link != Link::Down => Err(Unsupported),
+            FailoverState::Recover | FailoverState::Startup if self.link != Link::Down => {
+                Err(Unsupported)
+            }
             FailoverState::CommunicationsInterrupted
+            | FailoverState::Startup
             | FailoverState::ResolutionInterrupted
             | FailoverState::Recover
             | FailoverState::Normal => {
@@ -583,7 +586,10 @@ impl Endpoint {
                             Dialect::Ringlease | Dialect::Isc => FailoverState::Recover,
                         };
                         let to = self.previous.map_or(fresh, |p| p.state);
-                        self.enter(now_ms, to, ChangeReason::StartupTimer);
+                        // Waiting, only a state that answers nobody is entered alone.
+                        if !self.cfg.startup_wait || to == FailoverState::Recover {
+                            self.enter(now_ms, to, ChangeReason::StartupTimer);
+                        }
                     }
                 }
                 Timer::SafePeriod => {
@@ -615,7 +621,10 @@ impl Endpoint {
                     }
                 }
                 Timer::RecoverWait => {
-                    if self.state == FailoverState::RecoverWait {
+                    // Without the partner the wait ends on reconnection (the draft's MAY): a
+                    // partner still in PARTNER-DOWN would not see our RECOVER-DONE, and both
+                    // would serve.
+                    if self.state == FailoverState::RecoverWait && self.link == Link::Up {
                         self.enter(
                             now_ms,
                             FailoverState::RecoverDone,
@@ -1031,6 +1040,15 @@ impl Endpoint {
                 now_ms,
                 FailoverState::Recover,
                 ChangeReason::CommunicationsOk,
+            );
+        } else if self.state == FailoverState::RecoverWait
+            && !self.timers.is_armed(Timer::RecoverWait)
+        {
+            // The wait ended while we were apart.
+            self.enter(
+                now_ms,
+                FailoverState::RecoverDone,
+                ChangeReason::RecoverWaitTimer,
             );
         } else {
             // Re-announce; entry actions of the current state that need the link.

@@ -590,6 +590,28 @@ fn startup_timer_without_history_goes_recover_and_waits_for_the_partner() {
 }
 
 #[test]
+fn startup_wait_keeps_a_restarted_server_in_startup_until_its_partner_answers() {
+    let waiting = Config {
+        startup_wait: true,
+        ..cfg(Role::Primary)
+    };
+    let mut p = Endpoint::new(waiting.clone(), normal_persisted(), T0).unwrap();
+    p.handle_timeout(T0 + 300_000);
+    assert_eq!(p.state(), FailoverState::Startup, "no service alone");
+    // The operator says the partner is down: a lone survivor serves again.
+    p.set_partner_down(T0 + 301_000).unwrap();
+    assert_eq!(p.state(), FailoverState::PartnerDown);
+    // A new relationship still goes RECOVER, which serves nobody.
+    let mut fresh = Endpoint::new(waiting, None, T0).unwrap();
+    fresh.handle_timeout(T0 + 300_000);
+    assert_eq!(fresh.state(), FailoverState::Recover);
+    // Without the switch the previous state resumes (as ISC dhcpd and Windows).
+    let mut p = Endpoint::new(cfg(Role::Primary), normal_persisted(), T0).unwrap();
+    p.handle_timeout(T0 + 300_000);
+    assert_eq!(p.state(), FailoverState::CommunicationsInterrupted);
+}
+
+#[test]
 fn safe_period_goes_partner_down() {
     let c = Config {
         safe_period_s: Some(600),
@@ -1274,6 +1296,28 @@ fn recover_waits_mclt_when_partner_has_history() {
         t = (t + 30_000).min(wait);
         d.advance_to(t);
     }
+    assert_eq!(d.s.state(), FailoverState::Normal);
+    assert_eq!(d.p.state(), FailoverState::Normal);
+}
+
+#[test]
+fn recover_wait_ends_only_with_the_partner_reachable() {
+    let mut d = Duo::new(
+        cfg(Role::Primary),
+        cfg(Role::Secondary),
+        normal_persisted(),
+        None,
+    );
+    d.connect();
+    assert_eq!(d.s.state(), FailoverState::RecoverWait);
+    let wait = d.s.timer(Timer::RecoverWait).unwrap();
+    d.s.disconnected(d.now);
+    d.p.disconnected(d.now);
+    d.s.handle_timeout(wait);
+    // A partner still in PARTNER-DOWN could not see a RECOVER-DONE now.
+    assert_eq!(d.s.state(), FailoverState::RecoverWait);
+    d.now = wait + 1000;
+    d.connect();
     assert_eq!(d.s.state(), FailoverState::Normal);
     assert_eq!(d.p.state(), FailoverState::Normal);
 }
