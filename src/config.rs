@@ -93,6 +93,9 @@ pub struct FailoverConfig {
     pub backup_share_percent: Option<u8>,
     /// CPU for the failover thread.
     pub core: Option<usize>,
+    /// What a graceful stop tells the partner: PAUSED (back soon) or SHUTDOWN (it goes
+    /// PARTNER-DOWN at once).
+    pub on_stop: failover::FailoverState,
 }
 
 /// The default failover port (IANA "dhcp-failover").
@@ -191,6 +194,7 @@ mod raw {
         pub receive_timer: Option<u32>,
         pub startup_timer: Option<u32>,
         pub startup_wait: Option<bool>,
+        pub on_stop: Option<String>,
         pub connect_retry: Option<u32>,
         pub sync_timer: Option<u32>,
         pub safe_period: Option<u32>,
@@ -622,6 +626,16 @@ impl raw::Failover {
         endpoint
             .validate()
             .or_else(|e| err("failover", e.to_string()))?;
+        let on_stop = match self.on_stop.as_deref().unwrap_or("paused") {
+            "paused" => failover::FailoverState::Paused,
+            "shutdown" => failover::FailoverState::Shutdown,
+            other => {
+                return err(
+                    "failover.on_stop",
+                    format!("{other:?}: expected \"paused\" or \"shutdown\""),
+                )
+            }
+        };
         Ok(FailoverConfig {
             endpoint,
             local,
@@ -629,6 +643,7 @@ impl raw::Failover {
             split,
             backup_share_percent: self.backup_share,
             core: self.core,
+            on_stop,
         })
     }
 }

@@ -21,9 +21,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::failover::{
-    is_normal, loadgen_bin, log_dump, show, summarize, tail, told_expiries, unix_now_s,
-    wait_replicated, FailoverCfg, Granted, Node, NsRelay, Pair, Trace, Traces, BIG_POOL, DHCP_PORT,
-    FAILOVER_PORT, PRIMARY, RELAY, SECONDARY, SMALL_POOL,
+    is_normal, loadgen_bin, log_dump, show, state_changes, summarize, tail, told_expiries,
+    unix_now_s, wait_replicated, FailoverCfg, Granted, Node, NsRelay, Pair, Trace, Traces,
+    BIG_POOL, DHCP_PORT, FAILOVER_PORT, PRIMARY, RELAY, SECONDARY, SMALL_POOL,
 };
 use common::{
     read_lossy, require_root, require_tool, run_bounded, serial, wait_for, Child, TempDir,
@@ -413,6 +413,88 @@ fn secondary_restart_catches_up() {
         "secondary after catching up: {}",
         show(&pair.secondary.failover())
     );
+}
+
+/// A graceful stop tells the partner why the link goes: with `on_stop = "shutdown"` the
+/// partner goes PARTNER-DOWN at once (a lost link alone leaves it COMMUNICATIONS-INTERRUPTED),
+/// with the default PAUSED it goes COMMUNICATIONS-INTERRUPTED; a restart resumes the state the
+/// stopped server had and the pair is NORMAL again.
+#[test]
+fn graceful_stop_announces_shutdown_or_paused() {
+    let _g = serial();
+    require_root();
+    for (on_stop, partner_goes) in [
+        (Some("shutdown"), "PARTNER-DOWN"),
+        (None, "COMMUNICATIONS-INTERRUPTED"),
+    ] {
+        // A short MCLT: after a SHUTDOWN the restart waits it out in RECOVER-WAIT (the partner
+        // went PARTNER-DOWN), as the draft requires.
+        let cfg = FailoverCfg {
+            mclt_s: 10,
+            ..FailoverCfg::default()
+        };
+        let primary = FailoverCfg {
+            on_stop,
+            ..cfg.clone()
+        };
+        let mut pair = Pair::new("fostop", SMALL_POOL, &primary, &cfg);
+        pair.start();
+        pair.wait_normal(SETTLE);
+        // Times are whole seconds: the partner's PARTNER-DOWN must begin after our last state
+        // change for the restart to know it recovers (draft §9.3 step 5).
+        std::thread::sleep(Duration::from_millis(1100));
+        pair.primary.stop();
+        let told = if on_stop.is_some() {
+            "SHUTDOWN"
+        } else {
+            "PAUSED"
+        };
+        let plog = pair.primary.log();
+        assert!(
+            plog.contains("told the partner") && plog.contains(told),
+            "the primary should say it announced {told}:\n{}",
+            tail(&plog, 20)
+        );
+        let mut state = Value::Null;
+        let reached = wait_for(Duration::from_secs(10), || {
+            state = pair.secondary.failover().ok()?["state"].clone();
+            (state == json!(partner_goes)).then_some(())
+        });
+        let slog = pair.secondary.log();
+        assert!(
+            reached.is_some(),
+            "the secondary should go {partner_goes} on the primary's {told}, is {state}:\n{}",
+            tail(&slog, 20)
+        );
+        assert!(
+            slog.lines().any(|l| l.contains("state changed")
+                && l.contains(&format!("PartnerState({}", told_variant(told)))),
+            "the secondary's state change names the primary's {told}:\n{}",
+            tail(&slog, 20)
+        );
+        pair.primary.start(&pair.ns);
+        let traces = pair.wait_normal(SETTLE);
+        eprintln!(
+            "{told}, then a restart: primary {}; secondary {}",
+            traces.primary, traces.secondary
+        );
+        if on_stop.is_some() {
+            let changes = state_changes(&pair.primary.log());
+            assert!(
+                changes.iter().any(|s| s == "RECOVER-WAIT"),
+                "after its SHUTDOWN the primary recovers: {changes:?}\n{}",
+                tail(&pair.primary.log(), 30)
+            );
+        }
+    }
+}
+
+/// The `ChangeReason::PartnerState` variant name of a state as the log prints it.
+fn told_variant(state: &str) -> &'static str {
+    match state {
+        "SHUTDOWN" => "Shutdown",
+        _ => "Paused",
+    }
 }
 
 /// A file holding `content` (a failover shared secret).

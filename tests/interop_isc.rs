@@ -35,7 +35,7 @@ use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::failover::{is_normal, loadgen_bin, state_changes, Dumped, Role, Trace};
+use common::failover::{is_normal, loadgen_bin, state_changes, tail, Dumped, Role, Trace};
 use common::{
     read_lossy, require_root, require_tool, run_bounded, serial, wait_for, Child, Netns, TempDir,
 };
@@ -746,6 +746,13 @@ fn ringlease_restart_recovers_from_isc() {
     // BACKUP addresses it holds), ringlease comes back with its lease log and learns those.
     lab.rl.stop();
     wait_isc_state(&lab, "communications-interrupted", Duration::from_secs(30));
+    // Our graceful stop said PAUSED (draft §9.2), and dhcpd heard it.
+    let isc_log = lab.isc.log();
+    assert!(
+        isc_log.contains("peer moves from normal to paused"),
+        "dhcpd should log our PAUSED:\n{}",
+        tail(&isc_log, 20)
+    );
     let meanwhile = loadgen(&lab, &[lab.isc_lan()], "dora", 20, 2);
     assert!(
         meanwhile.held.len() >= 18,

@@ -305,9 +305,10 @@ pub enum Commit {
     Bound { expires_s: u64 },
     /// Held by another client, declined, or reserved for another client: the answer is a NAK.
     Conflict,
-    /// Not an address we may lease (outside the pools and not reserved to this client, or a
-    /// free address of the failover partner's share), and the client holds no binding for it
-    /// here: another server's business, so no answer.
+    /// Not an address we may lease (outside the pools and not reserved to this client, a free
+    /// address of the failover partner's share, or another client's ended lease the partner
+    /// has not acknowledged, which it may have leased again), and the client holds no binding
+    /// for it here: another server's business, so no answer.
     NotOurs,
     /// The binding could not be recorded: no ACK may be sent.
     Unavailable,
@@ -1231,7 +1232,17 @@ impl LeaseTable {
                 return Commit::NotOurs;
             }
             if !shard.available_to(ip_u32, client, now_s, lease.partner_down, false) {
-                return Commit::Conflict;
+                // Another client's end that the partner has not acknowledged: the partner, if
+                // it heard of it, may have leased the address to this client since. Neither
+                // grant nor refuse.
+                let partner_may_have_it = slot.is_some_and(|s| {
+                    s.frozen && matches!(s.state, LeaseState::Released | LeaseState::Expired)
+                });
+                return if partner_may_have_it {
+                    Commit::NotOurs
+                } else {
+                    Commit::Conflict
+                };
             }
             if !shard.allocatable_to(subnet, ip_u32, client, now_s, lease.partner_down) {
                 // A free address of the partner's share: the partner allocates it.
@@ -1580,11 +1591,15 @@ impl LeaseTable {
         };
         journal.record(&acked)?;
         match shard.slots.get_mut(&ip_u32) {
-            // Keep the running offer; it is free for others once it ends.
+            // Keep the running offer; it is free for others once it ends, and the primary's
+            // as any acknowledged end (a secondary allocating it would race the primary).
             Some(slot) if offered => {
                 slot.seq = acked.seq;
                 slot.partner_expiry_s = time32(partner_expiry_s);
                 slot.frozen = false;
+                if ended {
+                    slot.owner = Owner::Primary;
+                }
             }
             _ => shard.set(subnet, &acked),
         }
@@ -2675,7 +2690,7 @@ mod tests {
         // The partner may still think `a` holds it: nobody else may have it (draft §7.3) …
         assert_eq!(
             commit(&table, &s, &b, at, failover(DESIRED), NOW + 20),
-            Commit::Conflict
+            Commit::NotOurs
         );
         let offered = table
             .offer(
@@ -2759,7 +2774,7 @@ mod tests {
         assert_eq!(sent.status, BindingStatus::Expired);
         assert_eq!(
             commit(&table, &s, &b, at, failover(DESIRED), expires_s + 4),
-            Commit::Conflict
+            Commit::NotOurs
         );
         // A failing journal leaves the end to be recorded next time.
         let other = ip(6);
@@ -2824,6 +2839,44 @@ mod tests {
             table.get(subnet, ip(1)).unwrap().state,
             LeaseState::Released
         );
+    }
+
+    #[test]
+    fn an_end_acknowledged_while_offered_returns_the_address_to_the_primary() {
+        let s = small();
+        let subnet = &s.all()[0];
+        let table = LeaseTable::with_share(&s, Some(PoolShare::new(Role::Secondary, 128, None)));
+        let ours = |t: &LeaseTable| t.free_by_side(subnet, NOW).0;
+        let at = subnet.pools[0]
+            .addresses()
+            .find(|&a| PoolShare::new(Role::Secondary, 128, None).owner(a) == Role::Secondary)
+            .unwrap();
+        let a = hw(1);
+        assert!(matches!(
+            commit(&table, &s, &a, at, failover(DESIRED), NOW),
+            Commit::Bound { .. }
+        ));
+        table
+            .release(subnet, a.as_bytes(), at, NOW + 10, &mut Volatile)
+            .unwrap();
+        let end = to_failover_binding(&table_record(&table, at).change());
+        // In PARTNER-DOWN, long after, the unacknowledged end is offered to its client …
+        let late = NOW + 100 * u64::from(DESIRED) + 10 * u64::from(MCLT);
+        let pd = partner_down(NOW + 20, failover(DESIRED));
+        let offer = table.offer(subnet, a.as_bytes(), Some(at), late, 30, pd);
+        assert_eq!(offer.map(|o| o.ip), Ok(at));
+        let before = ours(&table);
+        // … when the partner's acknowledgement of the end arrives: now a FREE, the primary's.
+        table
+            .partner_acked(&s, at, end.status, end.pet_s, &mut Volatile)
+            .unwrap();
+        assert_eq!(table_record(&table, at).state, LeaseState::Free);
+        table.forget_offer(subnet, a.as_bytes(), late + 1);
+        assert_eq!(
+            commit(&table, &s, &hw(3), at, failover(DESIRED), late + 2),
+            Commit::NotOurs
+        );
+        assert_eq!(ours(&table), before, "not back in our free list");
     }
 
     #[test]
@@ -2921,7 +2974,7 @@ mod tests {
                 partner_down(since, failover(DESIRED)),
                 ready - 1
             ),
-            Commit::Conflict
+            Commit::NotOurs
         );
         assert!(matches!(
             commit(
@@ -2968,7 +3021,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             commit(&table, &s, &hw(5), other, failover(DESIRED), now + 4),
-            Commit::Conflict
+            Commit::NotOurs
         );
     }
 

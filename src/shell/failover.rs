@@ -68,6 +68,10 @@ const PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
 /// POOLREQ): ISC's `min-balance` default.
 const REBALANCE_INTERVAL: Duration = Duration::from_secs(60);
 
+/// How long a stopping server waits for its PAUSED or SHUTDOWN to reach the partner and for
+/// the partner's answer.
+const STOP_LINGER: Duration = Duration::from_secs(1);
+
 /// A durable local change on its way to the failover thread, with when it became durable
 /// (for the replication lag).
 pub struct Replicated {
@@ -429,11 +433,48 @@ impl Core {
                 self.wait();
             }
         }
-        // Say goodbye if we can; the partner goes to COMMUNICATIONS-INTERRUPTED either way.
+        self.announce_stop();
         if let Some(conn) = self.conn.take() {
             let _ = conn.stream.shutdown(std::net::Shutdown::Both);
         }
         let _ = self.journal.writer().sync();
+    }
+
+    /// Tells the partner we stop (`on_stop`: PAUSED or SHUTDOWN) and gives the STATE up to
+    /// [`STOP_LINGER`] to go out and be answered. Without a connection the partner finds out
+    /// by the lost link (COMMUNICATIONS-INTERRUPTED).
+    fn announce_stop(&mut self) {
+        let now = now_ms();
+        let before = self.ep.partner().map(|p| p.state);
+        if !self.ep.announce_stop(now, self.cfg.on_stop) {
+            return;
+        }
+        tracing::info!(
+            relationship = %self.cfg.endpoint.name,
+            state = self.cfg.on_stop.name(),
+            "failover: stopping; told the partner"
+        );
+        let deadline = Instant::now() + STOP_LINGER;
+        while self.conn.is_some() && Instant::now() < deadline {
+            let now = now_ms();
+            self.read(now);
+            self.drain(now);
+            self.flush(now);
+            if let Some(p) = self
+                .ep
+                .partner()
+                .map(|p| p.state)
+                .filter(|&p| Some(p) != before)
+            {
+                tracing::info!(
+                    relationship = %self.cfg.endpoint.name,
+                    partner = p.name(),
+                    "failover: the partner answered our stop"
+                );
+                break;
+            }
+            self.wait();
+        }
     }
 
     /// Sleeps until a socket is readable or [`IDLE_POLL`] passes.

@@ -103,6 +103,8 @@ pub struct FailoverCfg {
     pub startup_timer_s: u32,
     pub connect_retry_s: u32,
     pub max_clock_skew_s: u32,
+    /// `on_stop` (`None`: not written, the server's default).
+    pub on_stop: Option<&'static str>,
 }
 
 impl Default for FailoverCfg {
@@ -122,6 +124,7 @@ impl Default for FailoverCfg {
             startup_timer_s: 2,
             connect_retry_s: 1,
             max_clock_skew_s: 60,
+            on_stop: None,
         }
     }
 }
@@ -179,6 +182,9 @@ impl FailoverCfg {
         );
         if let Some(p) = &self.secret_file {
             s.push_str(&format!("secret_file = {:?}\n", p.display().to_string()));
+        }
+        if let Some(on_stop) = self.on_stop {
+            s.push_str(&format!("on_stop = {on_stop:?}\n"));
         }
         s
     }

@@ -162,6 +162,11 @@ impl UpdateQueue {
         self.entries.insert(ip, binding);
     }
 
+    /// The change queued for `ip`, if any.
+    pub fn get(&self, ip: Ipv4Addr) -> Option<&Binding> {
+        self.entries.get(&ip)
+    }
+
     pub fn pop(&mut self) -> Option<Queued> {
         let (seq, ip) = self.order.pop_front()?;
         // Invariant: `order` and `entries` hold the same addresses.

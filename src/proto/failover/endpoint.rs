@@ -308,6 +308,8 @@ pub struct Endpoint {
     pending_all: Option<u32>,
     /// Entered RECOVER at (ms), for the RECOVER-WAIT deadline.
     recover_since_ms: u64,
+    /// PAUSED or SHUTDOWN announced, and since when (ms): see [`Endpoint::announce_stop`].
+    stopping: Option<(FailoverState, u64)>,
     out: VecDeque<Output>,
     stats: Stats,
 }
@@ -371,6 +373,7 @@ impl Endpoint {
             pending_done: None,
             pending_all: None,
             recover_since_ms: now_ms,
+            stopping: None,
             out: VecDeque::new(),
             stats: Stats::default(),
         })
@@ -551,6 +554,24 @@ impl Endpoint {
             FailoverState::PartnerDown => Ok(()),
             _ => Err(Unsupported),
         }
+    }
+
+    /// The server is stopping: tells the partner PAUSED (back soon: it goes
+    /// COMMUNICATIONS-INTERRUPTED) or SHUTDOWN (for long: it goes PARTNER-DOWN at once, so its
+    /// MCLT wait for our addresses starts now), draft §9.2. Nothing is recorded: on restart the
+    /// previous state is the one before (draft §9.3). The caller stops serving, lets the STATE
+    /// go out and closes the connection. Returns false (nothing sent) without a connection.
+    pub fn announce_stop(&mut self, now_ms: u64, state: FailoverState) -> bool {
+        debug_assert!(matches!(
+            state,
+            FailoverState::Paused | FailoverState::Shutdown
+        ));
+        if !matches!(self.link, Link::AwaitState | Link::Up) {
+            return false;
+        }
+        self.stopping = Some((state, now_ms));
+        self.send_state(now_ms);
+        true
     }
 
     /// Handles every timer due at `now_ms`.
@@ -966,6 +987,9 @@ impl Endpoint {
     // --- state machine ------------------------------------------------------------------
 
     fn reported_state(&self) -> (FailoverState, bool, u64) {
+        if let Some((state, since_ms)) = self.stopping {
+            return (state, false, secs(since_ms));
+        }
         if self.state == FailoverState::Startup {
             // Draft §9.3: previous state with S=1; a new relationship reports RECOVER.
             match self.previous {
@@ -1064,7 +1088,11 @@ impl Endpoint {
         // A few steps at most: e.g. COMM-INT → NORMAL, then NORMAL + partner NORMAL = stay.
         for _ in 0..3 {
             let Some(p) = self.partner else { return };
-            if self.state == FailoverState::Startup || self.link != Link::Up {
+            // Stopping, we keep the state the restart resumes (draft §9.3).
+            if self.state == FailoverState::Startup
+                || self.link != Link::Up
+                || self.stopping.is_some()
+            {
                 return;
             }
             match on_partner_state(self.state, p.state, p.startup) {
@@ -1500,6 +1528,9 @@ impl Endpoint {
             let verdict = match (&found, self.decode_update(&t, &found)) {
                 (_, None) => Err(RejectReason::MissingBindingInformation),
                 (Lookup::NotInPool, _) => Err(RejectReason::IllegalIpAddress),
+                (_, Some(b)) if self.gift_wins(&b) => {
+                    Err(RejectReason::LessCriticalBindingInformation)
+                }
                 (Lookup::NoRecord, Some(b)) => {
                     accept_update(self.cfg.role, None, &b, secs(now_ms)).map(|()| b)
                 }
@@ -1518,6 +1549,22 @@ impl Endpoint {
         }
         // The ApplyBinding outputs precede this Send: the shell commits them first (§7.1.4).
         self.send(now_ms, ack);
+    }
+
+    /// ISC's "dueling updates" rule, for pool gifts: the partner's update of an address whose
+    /// FREE or BACKUP we are still sending (queued, or awaiting its BNDACK) loses to it where
+    /// the primary's data wins, unless it is an ACTIVE (spec note §9). Accepting an end there
+    /// would make the address ours again after the partner has taken it as its own.
+    fn gift_wins(&self, update: &Binding) -> bool {
+        let gift = |b: &Binding| matches!(b.status, BindingStatus::Free | BindingStatus::Backup);
+        let ip = update.ip;
+        let pending = self.queue.get(ip).is_some_and(gift)
+            || self
+                .in_flight
+                .iter()
+                .flat_map(|f| &f.updates)
+                .any(|q| q.binding.ip == ip && gift(&q.binding));
+        pending && self.cfg.role == Role::Primary && update.status != BindingStatus::Active
     }
 
     // --- sending ------------------------------------------------------------------------

@@ -1322,6 +1322,56 @@ fn recover_wait_ends_only_with_the_partner_reachable() {
     assert_eq!(d.p.state(), FailoverState::Normal);
 }
 
+#[test]
+fn a_pool_gift_in_flight_wins_over_the_partners_end_of_the_address() {
+    // The primary gives an address as BACKUP while the secondary's EXPIRED of it is on the way:
+    // the primary keeps its gift (reject 16) and the secondary takes it, so both agree the
+    // address is the secondary's.
+    let mut d = up_duo();
+    let ip = Ipv4Addr::from(0x0a00_0009u32);
+    let mut ended = active(0x0a00_0009, d.now / 1000 - 100);
+    ended.status = BindingStatus::Expired;
+    ended.expires_s = d.now / 1000 - 1;
+    let mut gift = Binding::new(ip, BindingStatus::Backup);
+    gift.stos_s = d.now / 1000;
+    d.p.binding_changed(d.now, gift);
+    d.s.binding_changed(d.now, ended);
+    d.run();
+    assert_eq!(d.s_db[&ip].status, BindingStatus::Backup);
+    assert!(
+        !d.p_db.contains_key(&ip),
+        "the primary did not apply the end"
+    );
+    assert!(d.s_out.iter().any(|o| matches!(
+        o,
+        Output::PartnerRejected {
+            ip: i,
+            reason: RejectReason::LessCriticalBindingInformation
+        } if *i == ip
+    )));
+}
+
+#[test]
+fn a_stopping_server_announces_paused_or_shutdown() {
+    // PAUSED: back soon, the partner goes COMMUNICATIONS-INTERRUPTED.
+    let mut d = up_duo();
+    assert!(d.p.announce_stop(d.now, FailoverState::Paused));
+    d.run();
+    assert_eq!(d.s.state(), FailoverState::CommunicationsInterrupted);
+    // The stopping side keeps the state its restart resumes, whatever the partner does.
+    assert_eq!(d.p.state(), FailoverState::Normal);
+    // SHUTDOWN: gone for long, the partner goes PARTNER-DOWN at once (its MCLT wait starts).
+    let mut d = up_duo();
+    assert!(d.s.announce_stop(d.now, FailoverState::Shutdown));
+    d.run();
+    assert_eq!(d.p.state(), FailoverState::PartnerDown);
+    assert_eq!(d.s.state(), FailoverState::Normal);
+    // Without a connection there is nobody to tell.
+    d.p.disconnected(d.now);
+    d.s.disconnected(d.now);
+    assert!(!d.s.announce_stop(d.now, FailoverState::Shutdown));
+}
+
 // --- message digest -------------------------------------------------------------------------
 
 fn with_secret(c: Config, secret: &str) -> Config {
