@@ -1275,10 +1275,9 @@ fn microsoft_dialect_drops_disconnect() {
     assert_eq!(d.s.link(), Link::Down);
 }
 
-#[test]
-fn recover_waits_mclt_when_partner_has_history() {
-    // The secondary is new (RECOVER); the primary resumes NORMAL → COMM-INT, then stays
-    // COMM-INT while the partner recovers (draft §9.9.3).
+/// A pair whose secondary is new (RECOVER, then RECOVER-WAIT once it has the primary's
+/// bindings) while the primary resumes NORMAL → COMM-INT.
+fn secondary_in_recover_wait() -> Duo {
     let mut d = Duo::new(
         cfg(Role::Primary),
         cfg(Role::Secondary),
@@ -1287,6 +1286,13 @@ fn recover_waits_mclt_when_partner_has_history() {
     );
     d.connect();
     assert_eq!(d.s.state(), FailoverState::RecoverWait);
+    d
+}
+
+#[test]
+fn recover_waits_mclt_when_partner_has_history() {
+    // The primary stays COMM-INT while the partner recovers (draft §9.9.3).
+    let mut d = secondary_in_recover_wait();
     assert_eq!(d.p.state(), FailoverState::CommunicationsInterrupted);
     let wait = d.s.timer(Timer::RecoverWait).unwrap();
     assert_eq!(wait, T0 + 3_600_000);
@@ -1302,14 +1308,7 @@ fn recover_waits_mclt_when_partner_has_history() {
 
 #[test]
 fn recover_wait_ends_only_with_the_partner_reachable() {
-    let mut d = Duo::new(
-        cfg(Role::Primary),
-        cfg(Role::Secondary),
-        normal_persisted(),
-        None,
-    );
-    d.connect();
-    assert_eq!(d.s.state(), FailoverState::RecoverWait);
+    let mut d = secondary_in_recover_wait();
     let wait = d.s.timer(Timer::RecoverWait).unwrap();
     d.s.disconnected(d.now);
     d.p.disconnected(d.now);
