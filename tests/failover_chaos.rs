@@ -109,11 +109,15 @@
 //!   freed at the end the partner knew, while the client holds them to PET + MCLT — a limit of
 //!   the draft itself. `wipe` alone passes and runs in CI.
 //!
-//! The soak beyond CI's seeds (`CHAOS_SEEDS=20000`, both tests) passes with the default mix.
-//! The last failures it found, now fixed: a late renewal of a client's previous address gave
-//! back the address it had moved to; an ACTIVE whose lease had ended, resent after a restart,
-//! displaced another client's running lease; a secondary's unacknowledged FREE pool gifts were
-//! not resent after a restart.
+//! The soak (`CHAOS_SEEDS=100000`, all three tests) passes. The last failures it found, now
+//! fixed: a late renewal of a client's previous address gave back the address it had moved
+//! to; an ACTIVE whose lease had ended, resent after a restart, displaced another client's
+//! running lease; a secondary's unacknowledged FREE pool gifts were not resent after a
+//! restart; the secondary's EXPIRED crossing the primary's BACKUP gift left both owning the
+//! address; an end acknowledged during an offer left the address in the secondary's free
+//! list; a secondary NAKed a lease the primary had granted after the secondary's RELEASED;
+//! RECOVER-WAIT ended, and RECOVER-DONE renewed leases, while the partner, unreached, was
+//! still PARTNER-DOWN.
 //!
 //! All calls into product APIs sit in the ADAPTER section below.
 

@@ -13,8 +13,10 @@
 //! | NORMAL | our hash buckets only ([`super::loadbalance`]) | all | all | MCLT rule |
 //! | COMMUNICATIONS-INTERRUPTED, RESOLUTION-INTERRUPTED, CONFLICT-DONE | all | all | all | MCLT rule |
 //! | PARTNER-DOWN | all | all | all | no bound (§9.4.2 allows ignoring the MCLT) |
-//! | RECOVER-DONE | none | all (§9.7.1: renewing and rebinding only) | none | MCLT rule |
-//! | STARTUP, RECOVER, RECOVER-WAIT, POTENTIAL-CONFLICT, PAUSED, SHUTDOWN, unknown | none | none | none | — |
+//! | STARTUP, RECOVER, RECOVER-WAIT, RECOVER-DONE, POTENTIAL-CONFLICT, PAUSED, SHUTDOWN, unknown | none | none | none | — |
+//!
+//! RECOVER-DONE answers nobody, as in ISC dhcpd (the draft's §9.7.1 lets it renew): a partner
+//! that has not seen our RECOVER-DONE yet may still be PARTNER-DOWN and reallocating.
 //!
 //! "REQUEST without ciaddr" is SELECTING or INIT-REBOOT: a client looking for a server, so load
 //! balanced like a DISCOVER (draft §5.3: everything but RENEWING and REBINDING is balanced). A
@@ -110,7 +112,6 @@ impl ServiceGate {
         let answered = match (service, kind) {
             (Service::Nobody, _) => false,
             (Service::All, _) => true,
-            (Service::RenewalsOnly, kind) => kind == Kind::Renewal,
             (Service::Balanced, Kind::New) => {
                 let bucket = client_bucket(self.dialect, packet.client_id(), packet.chaddr());
                 if !serves_bucket(&self.hba, self.role, self.dialect, bucket) {
@@ -141,7 +142,6 @@ pub fn allowed_service(state: FailoverState) -> &'static str {
         Service::Nobody => "none",
         Service::Balanced => "new clients of our hash buckets (split; none on a hot-standby secondary), every renewal",
         Service::All => "all clients",
-        Service::RenewalsOnly => "renewals only",
     }
 }
 
@@ -151,7 +151,6 @@ enum Service {
     Nobody,
     Balanced,
     All,
-    RenewalsOnly,
 }
 
 fn service(state: FailoverState) -> Service {
@@ -162,8 +161,10 @@ fn service(state: FailoverState) -> Service {
         | S::PartnerDown
         | S::ResolutionInterrupted
         | S::ConflictDone => Service::All,
-        S::RecoverDone => Service::RenewalsOnly,
+        // The draft lets RECOVER-DONE renew; ISC answers nobody, and so do we: until the partner
+        // has seen our RECOVER-DONE it may still be PARTNER-DOWN and reallocating our leases.
         S::Startup
+        | S::RecoverDone
         | S::Recover
         | S::RecoverWait
         | S::PotentialConflict
@@ -180,7 +181,6 @@ fn mclt_bounds(state: FailoverState) -> bool {
             | FailoverState::CommunicationsInterrupted
             | FailoverState::ResolutionInterrupted
             | FailoverState::ConflictDone
-            | FailoverState::RecoverDone
     )
 }
 
@@ -287,10 +287,6 @@ mod tests {
                     ([ok; 6], [ok; 6])
                 }
                 S::PartnerDown => ([unbounded; 6], [unbounded; 6]),
-                S::RecoverDone => {
-                    let renewals = [mute, mute, ok, mute, mute, mute];
-                    (renewals, renewals)
-                }
                 _ => ([mute; 6], [mute; 6]),
             };
             assert_eq!(answers(&gate, ours), mine, "{}", state.name());
