@@ -249,19 +249,12 @@ impl World {
     /// NORMAL.
     fn rebalance(&mut self, i: usize) -> u32 {
         let now = self.now;
-        let node = &mut self.nodes[i];
-        let Some(srv) = node.srv.as_ref() else {
+        let Some((srv, mut journal)) = self.nodes[i].failover_side() else {
             return 0;
         };
-        let given = {
-            let settings = srv.settings();
-            let mut journal = SimJournal {
-                out: &mut node.fo_unsynced,
-                feed: None,
-            };
-            srv.leases
-                .rebalance(&settings.subnets, now / 1000, &mut journal)
-        };
+        let given = srv
+            .leases
+            .rebalance(&srv.settings().subnets, now / 1000, &mut journal);
         let count = given.len();
         if count > 0 {
             for b in &given {
@@ -311,13 +304,8 @@ impl World {
                 }
             }
             Output::ApplyBinding(b) => {
-                let node = &mut self.nodes[i];
-                let srv = node.srv.as_ref().expect("a running server");
+                let (srv, mut journal) = self.nodes[i].failover_side().expect("a running server");
                 let settings = srv.settings();
-                let mut journal = SimJournal {
-                    out: &mut node.fo_unsynced,
-                    feed: None,
-                };
                 srv.leases
                     .apply_partner(&settings.subnets, &b, now_s, &mut journal)
                     .expect("the simulated journal never fails");
@@ -346,13 +334,8 @@ impl World {
                 status,
                 partner_expiry_s,
             } => {
-                let node = &mut self.nodes[i];
-                let srv = node.srv.as_ref().expect("a running server");
+                let (srv, mut journal) = self.nodes[i].failover_side().expect("a running server");
                 let settings = srv.settings();
-                let mut journal = SimJournal {
-                    out: &mut node.fo_unsynced,
-                    feed: None,
-                };
                 srv.leases
                     .partner_acked(
                         &settings.subnets,
@@ -939,6 +922,17 @@ struct Node {
 }
 
 impl Node {
+    /// The running server and a journal of its failover side (durable at the failover
+    /// thread's next sync).
+    fn failover_side(&mut self) -> Option<(&Server, SimJournal<'_>)> {
+        let srv = self.srv.as_ref()?;
+        let journal = SimJournal {
+            out: &mut self.fo_unsynced,
+            feed: None,
+        };
+        Some((srv, journal))
+    }
+
     fn new(role: Role, p: &Params) -> Node {
         let (srv, gate) = build_server(role, p);
         Node {
