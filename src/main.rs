@@ -224,7 +224,7 @@ fn log_command(command: LogCommand) -> Result<(), String> {
                 }
                 None => None,
             };
-            println!("seq\taddress\tstate\texpires\tsince\tclient");
+            println!("seq\taddress\tstate\texpires\tsince\tcltt\tpet\tacked_pet\tclient");
             for b in &replayed.bindings {
                 if ip.is_some_and(|ip| ip != b.ip) {
                     continue;
@@ -238,12 +238,15 @@ fn log_command(command: LogCommand) -> Result<(), String> {
                     ClientKey::from_bytes(&b.client).to_string()
                 };
                 println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     b.seq,
                     b.ip,
                     b.state.name(),
                     b.expires_s,
                     b.state_since_s,
+                    b.cltt_s,
+                    b.potential_expiry_s,
+                    b.partner_expiry_s,
                     client
                 );
             }

@@ -15,7 +15,12 @@ use ringlease::proto::wire::failover::{
     MAX_MESSAGE_LEN,
 };
 
-const CAPTURE: &str = "/work/shared/captures/isc-dhcpd-4.4-failover.pcap";
+/// A real failover session of two ISC dhcpd 4.4.3 (Debian) servers; what is in it:
+/// `tests/data/README.md`.
+const CAPTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/isc-dhcpd-4.4-failover.pcap"
+);
 
 // ---------------------------------------------------------------------------------------------
 // A small classic-pcap reader and per-direction TCP reassembly (test support only).

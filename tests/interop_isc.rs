@@ -197,12 +197,42 @@ fn loadgen_in(
 // Comparing the two databases
 // ---------------------------------------------------------------------------
 
+#[test]
+fn isc_time_reads_dhcpd_dates() {
+    assert_eq!(isc::isc_time("4 2026/12/03 05:46:01"), Some(1_796_276_761));
+    assert_eq!(isc::isc_time("2 2000/02/29 23:59:59"), Some(951_868_799));
+    assert_eq!(isc::isc_time("5 2024/03/01 00:00:00"), Some(1_709_251_200));
+    assert_eq!(isc::isc_time("4 1970/01/01 00:00:00"), Some(0));
+    assert_eq!(isc::isc_time("epoch 1700000000"), Some(1_700_000_000));
+    assert_eq!(isc::isc_time("never"), None);
+    assert_eq!(isc::isc_time("4 2026/12/03"), None);
+}
+
 fn hw_of(client: &str) -> Option<String> {
     client.strip_prefix("hw ").map(str::to_ascii_lowercase)
 }
 
+/// Where the two databases' times of one binding differ: the lease end told to the client
+/// (`ends`), the start of the state (`starts`) and the client's last transaction time (`cltt`)
+/// travel in every BNDUPD both ways, so a replicated binding has the same ones. dhcpd does
+/// not store the `cltt` of a binding it learnt from its partner but keeps the one of its own
+/// last grant of the address (docs/interop.md): its `cltt` is compared only where it belongs
+/// to this binding, i.e. is not before its `starts`.
+fn times_differ(r: &Dumped, i: &isc::IscLease) -> Option<String> {
+    let isc_cltt = i.cltt.filter(|&c| i.starts.is_some_and(|s| c >= s));
+    let ours = (
+        Some(r.expires_s),
+        Some(r.since_s),
+        isc_cltt.map(|_| r.cltt_s),
+    );
+    let theirs = (i.ends, i.starts, isc_cltt);
+    (ours != theirs)
+        .then(|| format!("times (ends, starts, cltt) differ: ringlease {ours:?}, dhcpd {theirs:?}"))
+}
+
 /// What is wrong with `expected` (address → client hw): not bound to that client in ringlease's
-/// lease log, or not `active` with that `hardware ethernet` in dhcpd.leases.
+/// lease log, or not `active` with that `hardware ethernet` in dhcpd.leases, or bound on both
+/// with different times.
 fn missing(
     rl: &HashMap<Ipv4Addr, Dumped>,
     isc: &IscLeases,
@@ -220,8 +250,11 @@ fn missing(
         let both_ended = ended_ok
             && r.is_some_and(|d| ended(&d.state) && hw_of(&d.client).as_ref() == Some(hw))
             && i.is_some_and(|l| ended(&l.state) && l.hw.as_ref() == Some(hw));
-        let agreed = (r_ok && i_ok) || both_ended;
-        if !agreed {
+        if r_ok && i_ok {
+            if let Some(why) = times_differ(r.unwrap(), i.unwrap()) {
+                out.push(format!("{ip} (client {hw}): {why}"));
+            }
+        } else if !both_ended {
             out.push(format!(
                 "{ip} (client {hw}): ringlease {:?}, dhcpd {:?}",
                 r.map(|d| (&d.state, &d.client)),

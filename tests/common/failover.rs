@@ -462,11 +462,17 @@ pub fn check_config(path: &Path) -> (bool, String) {
 pub struct Dumped {
     pub seq: u64,
     pub state: String,
+    /// The lease end told to the client.
     pub expires_s: u64,
+    /// Start time of the state.
+    pub since_s: u64,
+    /// Client last transaction time.
+    pub cltt_s: u64,
     pub client: String,
 }
 
-/// `ringlease log dump DIR` (`seq address state expires since client`), by address.
+/// `ringlease log dump DIR` (`seq address state expires since cltt pet acked_pet client`), by
+/// address.
 pub fn log_dump(dir: &Path) -> HashMap<Ipv4Addr, Dumped> {
     let mut c = Command::new(ringlease_bin());
     c.args(["log", "dump"]).arg(dir);
@@ -482,7 +488,7 @@ pub fn log_dump(dir: &Path) -> HashMap<Ipv4Addr, Dumped> {
     let mut lines = text.lines();
     assert_eq!(
         lines.next(),
-        Some("seq\taddress\tstate\texpires\tsince\tclient"),
+        Some("seq\taddress\tstate\texpires\tsince\tcltt\tpet\tacked_pet\tclient"),
         "log dump header"
     );
     let mut map = HashMap::new();
@@ -493,17 +499,21 @@ pub fn log_dump(dir: &Path) -> HashMap<Ipv4Addr, Dumped> {
             continue;
         }
         let f: Vec<&str> = line.split('\t').collect();
-        assert_eq!(f.len(), 6, "log dump line: {line:?}");
+        assert_eq!(f.len(), 9, "log dump line: {line:?}");
         let ip: Ipv4Addr = f[1]
             .parse()
             .unwrap_or_else(|_| panic!("address in {line:?}"));
+        let num = |i: usize| -> u64 {
+            f[i].parse()
+                .unwrap_or_else(|_| panic!("column {i} in {line:?}"))
+        };
         let d = Dumped {
-            seq: f[0].parse().unwrap_or_else(|_| panic!("seq in {line:?}")),
+            seq: num(0),
             state: f[2].to_string(),
-            expires_s: f[3]
-                .parse()
-                .unwrap_or_else(|_| panic!("expires in {line:?}")),
-            client: f[5].to_string(),
+            expires_s: num(3),
+            since_s: num(4),
+            cltt_s: num(5),
+            client: f[8].to_string(),
         };
         assert!(map.insert(ip, d).is_none(), "{ip} twice in the dump");
     }

@@ -184,8 +184,41 @@ pub struct IscLease {
     pub state: String,
     /// `hardware ethernet M;`, lower case.
     pub hw: Option<String>,
-    /// `ends W YYYY/MM/DD HH:MM:SS;` as written (UTC), if any.
-    pub ends: Option<String>,
+    /// `starts`, `ends`, `cltt` (`W YYYY/MM/DD HH:MM:SS;`, UTC) in Unix seconds, if present.
+    pub starts: Option<u64>,
+    pub ends: Option<u64>,
+    pub cltt: Option<u64>,
+}
+
+/// dhcpd.leases' default time format, `W YYYY/MM/DD HH:MM:SS` (UTC; `W` the weekday), or
+/// `epoch N` (`db-time-format local`), in Unix seconds. `never` and anything else: `None`.
+pub fn isc_time(text: &str) -> Option<u64> {
+    let mut words = text.split_whitespace();
+    let first = words.next()?;
+    if first == "epoch" {
+        return words.next()?.parse().ok();
+    }
+    let date: Vec<i64> = words
+        .next()?
+        .split('/')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let time: Vec<u64> = words
+        .next()?
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let (&[y, m, d], &[hh, mm, ss]) = (&date[..], &time[..]) else {
+        return None;
+    };
+    // Days since 1970-01-01 of a proleptic Gregorian date (the civil-from-days inverse).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
+    Some(days * 86_400 + hh * 3_600 + mm * 60 + ss)
 }
 
 /// The last `failover peer "…" state { … }` record.
@@ -230,8 +263,12 @@ impl IscLeases {
                         lease.state = s.to_string();
                     } else if let Some(h) = l.strip_prefix("hardware ethernet ") {
                         lease.hw = Some(h.to_ascii_lowercase());
-                    } else if let Some(e) = l.strip_prefix("ends ") {
-                        lease.ends = Some(e.to_string());
+                    } else if let Some(t) = l.strip_prefix("starts ") {
+                        lease.starts = isc_time(t);
+                    } else if let Some(t) = l.strip_prefix("ends ") {
+                        lease.ends = isc_time(t);
+                    } else if let Some(t) = l.strip_prefix("cltt ") {
+                        lease.cltt = isc_time(t);
                     }
                 }
                 // A record cut short by a concurrent write is not the last word yet.
