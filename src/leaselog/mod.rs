@@ -15,7 +15,10 @@
 //! with `fallocate` before they are mapped, so a full disk is an error when a writer rolls to a
 //! new segment, never a SIGBUS when it writes into the map. When a record does not fit, the
 //! writer seals its segment (the rest stays zero) and rolls. A writer never appends to a segment
-//! it did not create, and [`LeaseLog::open`] seals every segment it finds.
+//! it did not create, and [`LeaseLog::open`] seals every segment it finds. Creating a segment
+//! takes two syncs (its header, the directory), which wait behind whatever else the filesystem
+//! is writing (a snapshot, say): so the server keeps [`SPARE_SEGMENTS`] ready
+//! ([`LeaseLog::prepare_spare_segments`], off the hot path) and a roll takes one of those.
 //!
 //! Replay reads every segment and snapshot and keeps, for each address, the record with the
 //! highest `seq` ("last seq wins"), so the order of files does not matter. Compaction
@@ -62,6 +65,9 @@ pub struct LogOptions {
     /// [`LeaseLog::compaction_due`] says yes once sealed segments take this many bytes.
     pub compact_at_bytes: u64,
 }
+
+/// Segments kept created, preallocated and mapped for writers to roll to.
+pub const SPARE_SEGMENTS: usize = 2;
 
 /// The smallest segment: room for the header and a few of the longest records.
 pub const MIN_SEGMENT_BYTES: u64 = 4096;
@@ -136,8 +142,19 @@ pub(crate) struct Shared {
     /// The latest record of every failover relationship, by name: what replay found, updated
     /// by every append. Compaction writes all of them into each snapshot.
     pub(crate) relationships: Mutex<BTreeMap<Box<[u8]>, RelationshipRecord>>,
+    /// Empty segments ready for a writer's roll (see [`LeaseLog::prepare_spare_segments`]).
+    pub(crate) spares: Mutex<Vec<segment::Segment>>,
     /// Holds the directory's `flock` for as long as the log or a writer lives.
     _lock: File,
+}
+
+impl Drop for Shared {
+    /// Spare segments hold no record: removed, not left for the next `open`.
+    fn drop(&mut self) {
+        for seg in std::mem::take(&mut *self.spares.lock()) {
+            segment::remove_empty(self, seg);
+        }
+    }
 }
 
 /// Files no writer appends to any more: what compaction may delete.
@@ -238,6 +255,7 @@ impl LeaseLog {
                     .map(|r| (r.name.clone(), r.clone()))
                     .collect(),
             ),
+            spares: Mutex::new(Vec::new()),
             _lock: lock,
         };
         let log = LeaseLog {
@@ -250,6 +268,18 @@ impl LeaseLog {
     /// allocated.
     pub fn writer(&self) -> Result<LogWriter, LogError> {
         LogWriter::new(Arc::clone(&self.shared))
+    }
+
+    /// Creates segments until [`SPARE_SEGMENTS`] are ready for writers to roll to, so that a
+    /// roll on the hot path costs no syscall. Call it from a thread that may wait for the disk.
+    /// An error (a full disk) leaves fewer spares: a writer that finds none creates its segment
+    /// itself and reports the error there.
+    pub fn prepare_spare_segments(&self) -> Result<(), LogError> {
+        while self.shared.spares.lock().len() < SPARE_SEGMENTS {
+            let seg = segment::create_segment(&self.shared)?;
+            self.shared.spares.lock().push(seg);
+        }
+        Ok(())
     }
 
     /// Total bytes of segment and snapshot files on disk (active segments count in full: they

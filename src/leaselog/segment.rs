@@ -102,7 +102,7 @@ fn allocate(file: &File, len: u64) -> io::Result<()> {
 }
 
 /// One mapped segment of a writer.
-struct Segment {
+pub(crate) struct Segment {
     number: u64,
     file: File,
     map: MmapMut,
@@ -133,9 +133,17 @@ pub struct SyncPoint {
     upto: Vec<(u64, usize)>,
 }
 
+/// A spare segment if one is ready, else a new one: what a writer rolls to.
+fn next_segment(shared: &Shared) -> Result<Segment, LogError> {
+    match shared.spares.lock().pop() {
+        Some(spare) => Ok(spare),
+        None => create_segment(shared),
+    }
+}
+
 /// Creates, preallocates, heads and maps a new segment; the header and the directory entry are
 /// durable when this returns, so a later data sync of the segment's fd is all a record needs.
-fn create_segment(shared: &Shared) -> Result<Segment, LogError> {
+pub(crate) fn create_segment(shared: &Shared) -> Result<Segment, LogError> {
     let number = shared.next_number.fetch_add(1, Ordering::Relaxed);
     let path = segment_path(&shared.dir, number);
     let bytes = shared.options.segment_bytes;
@@ -199,7 +207,7 @@ pub struct LogWriter {
 
 impl LogWriter {
     pub(crate) fn new(shared: Arc<Shared>) -> Result<LogWriter, LogError> {
-        let active = create_segment(&shared)?;
+        let active = next_segment(&shared)?;
         Ok(LogWriter {
             shared,
             active: Some(active),
@@ -270,7 +278,7 @@ impl LogWriter {
                 self.sealed_unsynced.push(old);
             }
         }
-        self.active = Some(create_segment(&self.shared)?);
+        self.active = Some(next_segment(&self.shared)?);
         Ok(())
     }
 
@@ -343,6 +351,15 @@ impl LogWriter {
     }
 }
 
+/// Removes a segment that holds no record (best effort: `open` removes leftovers).
+pub(crate) fn remove_empty(shared: &Shared, seg: Segment) {
+    let (number, bytes) = (seg.number, seg.map.len() as u64);
+    drop(seg);
+    if fs::remove_file(segment_path(&shared.dir, number)).is_ok() {
+        shared.disk_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
 impl Drop for LogWriter {
     /// Seals the active segment; one without records is removed instead. Nothing is synced:
     /// the data stays in the page cache, and a crash loses only what was never synced.
@@ -353,12 +370,7 @@ impl Drop for LogWriter {
         if seg.has_records() {
             self.shared.seal(seg.number, seg.map.len() as u64);
         } else {
-            let (number, bytes) = (seg.number, seg.map.len() as u64);
-            drop(seg);
-            // Best effort: a leftover segment without records is removed by the next `open`.
-            if fs::remove_file(segment_path(&self.shared.dir, number)).is_ok() {
-                self.shared.disk_bytes.fetch_sub(bytes, Ordering::Relaxed);
-            }
+            remove_empty(&self.shared, seg);
         }
     }
 }

@@ -430,3 +430,59 @@ fn damaged_relationship_records_are_handled_like_any_other() {
         fs::remove_dir_all(&image).unwrap();
     }
 }
+
+/// Guards the spare segments: a writer rolls to a prepared spare (no new file on the hot
+/// path), records in it replay like any other, a crash image with spares left over replays to
+/// the same bindings and `open` removes the empty spares, and dropping the log removes its
+/// spares.
+#[test]
+fn writers_roll_to_spare_segments() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let (log, _) = LeaseLog::open(&dir, SMALL).unwrap();
+    let mut w = log.writer().unwrap();
+    log.prepare_spare_segments().unwrap();
+    let spares: Vec<PathBuf> = log_files(&dir)
+        .into_iter()
+        .filter(|p| fs::metadata(p).unwrap().len() == SMALL.segment_bytes)
+        .collect();
+    assert_eq!(
+        spares.len(),
+        SPARE_SEGMENTS + 1,
+        "the active one and the spares"
+    );
+    let first = w.segment_number().unwrap();
+    let mut model = Model::default();
+    let mut seq = 0;
+    while w.segment_number() == Some(first) {
+        seq += 1;
+        let b = binding(seq, (seq % 200) as u8);
+        w.append(&b.as_ref()).unwrap();
+        model.binding(&b);
+    }
+    w.sync().unwrap();
+    assert_eq!(
+        log_files(&dir).len(),
+        SPARE_SEGMENTS + 1,
+        "the roll took a spare instead of creating a file"
+    );
+    assert_eq!(log.shared.spares.lock().len(), SPARE_SEGMENTS - 1);
+
+    // A crash now: the image has the written segments and an empty spare.
+    let image = tmp.path().join("image");
+    copy_dir(&dir, &image);
+    let (relog, replayed) = LeaseLog::open(&image, SMALL).unwrap();
+    assert_eq!(Model::of(&replayed).bindings, model.bindings);
+    assert_eq!(log_files(&image).len(), 2, "the empty spare is removed");
+    drop(relog);
+
+    drop(w);
+    drop(log);
+    assert_eq!(
+        log_files(&dir).len(),
+        2,
+        "dropping the log removes its spares"
+    );
+    let (_, replayed) = LeaseLog::open(&dir, SMALL).unwrap();
+    assert_eq!(Model::of(&replayed).bindings, model.bindings);
+}
