@@ -381,12 +381,25 @@ pub fn compact(server: &Server, log: &LeaseLog) {
     }
 }
 
-/// Gives the calling thread the lowest CPU priority (nice 19) for the rest of its life.
+/// Gives the calling thread the lowest CPU priority (nice 19) and the idle I/O class for the
+/// rest of its life: its disk writes then wait behind the workers' syncs where the block
+/// scheduler honours I/O priorities (mq-deadline, bfq).
 fn lower_this_threads_priority() {
-    // SAFETY: gettid and setpriority take no pointers; PRIO_PROCESS with a thread id changes
-    // only this thread's nice value on Linux.
+    /// `IOPRIO_PRIO_VALUE(IOPRIO_CLASS_IDLE, 0)` and `IOPRIO_WHO_PROCESS` (linux/ioprio.h).
+    const IOPRIO_IDLE: libc::c_long = 3 << 13;
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    // SAFETY: gettid, setpriority and ioprio_set take no pointers; with a thread id they
+    // change only this thread's nice value and I/O priority on Linux. Failures leave the
+    // defaults, which are only slower for the workers.
     unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19);
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            libc::c_long::from(tid),
+            IOPRIO_IDLE,
+        );
     }
 }
 
