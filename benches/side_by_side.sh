@@ -383,6 +383,9 @@ if wants dhcpd; then measure dhcpd on-disk dhcpd; fi
 # setting), each on a freshly started server; the rate per driver is a quarter of what the slower driver found
 # sustainable alone (the server sees twice that, half its capacity). Compared are the medians of the runs' p99s.
 median() { grep -E '^[0-9.]+$' | sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) print ""; else print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
+agree() { # agree LG_MS PD_MS: relative difference in percent
+    awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a ~ /^[0-9.]+$/) printf "%+.0f%%", (a - b) / b * 100; else print "n/a" }'
+}
 declare -A AG_LG AG_PD AG_LIST AG_RATE
 agreement() { # agreement PERSIST: fills AG_LG/AG_PD (median p99 in ms, "DO/RA"), AG_LIST (per-run p99s), AG_RATE
     local persist=$1 k=${KEA_BEST[$1]} mode=mem i j out pd_pid lg_do=() lg_ra=() pd_do=() pd_ra=() p_do p_ra
@@ -411,7 +414,13 @@ agreement() { # agreement PERSIST: fills AG_LG/AG_PD (median p99 in ms, "DO/RA")
     done
     AG_LG[$persist]="$(printf '%s\n' "${lg_do[@]}" | median)/$(printf '%s\n' "${lg_ra[@]}" | median)"
     AG_PD[$persist]="$(printf '%s\n' "${pd_do[@]}" | median)/$(printf '%s\n' "${pd_ra[@]}" | median)"
-    AG_LIST[$persist]="loadgen ${lg_do[*]} / ${lg_ra[*]}; perfdhcp ${pd_do[*]} / ${pd_ra[*]}"
+    AG_LIST[$persist]="loadgen ${lg_do[*]} / ${lg_ra[*]}; perfdhcp ${pd_do[*]} / ${pd_ra[*]}; run by run, loadgen vs perfdhcp: $(paired lg_do pd_do) / $(paired lg_ra pd_ra)"
+}
+paired() { # paired LG_ARRAY PD_ARRAY: each run's relative difference
+    local -n a=$1 b=$2
+    local i out=()
+    for i in "${!a[@]}"; do out+=("$(agree "${a[$i]}" "${b[$i]}")"); done
+    echo "${out[*]}"
 }
 if wants kea; then
     agreement in-memory
@@ -441,9 +450,6 @@ stop_server
 
 set +u # the report below tolerates servers left out by SERVERS
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-agree() { # agree LG_MS PD_MS: relative difference in percent
-    awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a != "") printf "%+.0f%%", (a - b) / b * 100; else print "n/a" }'
-}
 
 echo
 echo "### Side by side on $(nproc) cores ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), $(date -u +%Y-%m-%d)"
