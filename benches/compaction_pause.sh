@@ -35,44 +35,19 @@ LIMIT=${LIMIT:-$((ROUNDS * 4 * (SECS + 15) + 60))}
 SRV_CORE=0
 LOAD_CORE=1
 
-die() { echo "compaction_pause: $*" >&2; exit 1; }
-[ "$(id -u)" = 0 ] || die "needs root (network namespaces, port 67)"
-for t in ip taskset timeout jq; do command -v "$t" >/dev/null || die "missing $t"; done
-[ -x "$RINGLEASE_BIN" ] || die "no $RINGLEASE_BIN (cargo build --release -p ringlease)"
-[ -x "$LOADGEN_BIN" ] || die "no $LOADGEN_BIN (cargo build --release -p ringlease-loadgen)"
-[ "$(nproc)" -ge 2 ] || die "needs 2 cores"
+. "$ROOT/benches/common.sh"
+bench_start compaction_pause
 
 SRV_IP=10.20.0.1
 CLI_IP=10.20.0.2
 PREFIX=10.20.0.0/14
 NS_SRV=rlcmp-srv-$$
 NS_CLI=rlcmp-cli-$$
-TMP=$(mktemp -d /tmp/ringlease-compaction.XXXXXX)
 SERVER_PID=
-WATCHDOG_PID=
+bench_stop() { stop_server; }
 
-cleanup() {
-    set +e
-    [ -n "$WATCHDOG_PID" ] && kill "$WATCHDOG_PID" 2>/dev/null
-    stop_server
-    ip netns del "$NS_CLI" 2>/dev/null
-    ip netns del "$NS_SRV" 2>/dev/null
-    if [ "${KEEP:-0}" = 1 ]; then echo "kept $TMP" >&2; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-( for _ in $(seq "$LIMIT"); do sleep 1; done; echo "compaction_pause: over ${LIMIT}s, stopping" >&2; kill -TERM $$ ) 2>/dev/null &
-WATCHDOG_PID=$!
-
-ip netns add "$NS_SRV"
-ip netns add "$NS_CLI"
-ip link add name veth0 netns "$NS_SRV" type veth peer name veth0 netns "$NS_CLI"
-for ns in "$NS_SRV" "$NS_CLI"; do
-    ip -n "$ns" link set lo up
-    ip -n "$ns" link set veth0 up
-done
-ip -n "$NS_SRV" addr add "$SRV_IP/14" dev veth0
-ip -n "$NS_CLI" addr add "$CLI_IP/14" dev veth0
+bench_netns "$NS_SRV" "$NS_CLI"
+bench_veth "$NS_SRV" "$SRV_IP" "$NS_CLI" "$CLI_IP" 14
 
 # start_server DURABILITY COMPACT_BYTES
 start_server() {
@@ -112,11 +87,7 @@ EOF
 }
 
 stop_server() {
-    [ -n "$SERVER_PID" ] || return 0
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$SERVER_PID" 2>/dev/null && kill -KILL "$SERVER_PID" 2>/dev/null
-    wait "$SERVER_PID" 2>/dev/null || true
+    stop_pid "$SERVER_PID"
     SERVER_PID=
 }
 

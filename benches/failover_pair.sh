@@ -26,32 +26,14 @@ CLIENTS=${CLIENTS:-200000}
 LIMIT=${LIMIT:-300}
 FAILOVER_CORE=${FAILOVER_CORE:-1}
 
-die() { echo "failover_pair: $*" >&2; exit 1; }
-[ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
-for t in ip taskset jq; do command -v "$t" >/dev/null || die "missing $t"; done
-[ -x "$RINGLEASE_BIN" ] || die "no $RINGLEASE_BIN (cargo build --release -p ringlease)"
-[ -x "$LOADGEN_BIN" ] || die "no $LOADGEN_BIN (cargo build --release -p ringlease-loadgen)"
-[ "$(nproc)" -ge 2 ] || die "needs 2 cores"
+. "$ROOT/benches/common.sh"
+bench_start failover_pair
 
 NS=rlfo-$$
-TMP=$(mktemp -d /tmp/ringlease-failover-pair.XXXXXX)
 PIDS=()
-WATCHDOG_PID=
+bench_stop() { stop_servers; }
 
-cleanup() {
-    set +e
-    [ -n "$WATCHDOG_PID" ] && kill "$WATCHDOG_PID" 2>/dev/null
-    stop_servers
-    ip netns del "$NS" 2>/dev/null
-    if [ "${KEEP:-0}" = 1 ]; then echo "kept $TMP" >&2; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-( for _ in $(seq "$LIMIT"); do sleep 1; done; echo "failover_pair: over ${LIMIT}s, stopping" >&2; kill -TERM $$ ) 2>/dev/null &
-WATCHDOG_PID=$!
-
-ip netns add "$NS"
-ip -n "$NS" link set lo up
+bench_netns "$NS"
 ip -n "$NS" addr add 10.0.0.1/32 dev lo
 
 # config NAME IP CORE [ROLE PEER FAILOVER_CORE]: a server config in $TMP/NAME.
@@ -102,8 +84,8 @@ start() {
 }
 
 stop_servers() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
     PIDS=()
 }
 

@@ -30,14 +30,9 @@ LIMIT=${LIMIT:-900}
 SRV_CORE=0
 LOAD_CORE=1
 
-die() { echo "side_by_side: $*" >&2; exit 1; }
-[ "$(id -u)" = 0 ] || die "needs root (network namespaces, port 67)"
-for t in ip taskset timeout jq perfdhcp kea-dhcp4 dhcpd; do
-    command -v "$t" >/dev/null || die "missing $t (packages: iproute2, util-linux, jq, kea-admin, kea-dhcp4-server, isc-dhcp-server)"
-done
-[ -x "$RINGLEASE_BIN" ] || die "no $RINGLEASE_BIN (cargo build --release -p ringlease)"
-[ -x "$LOADGEN_BIN" ] || die "no $LOADGEN_BIN (cargo build --release -p ringlease-loadgen)"
-[ "$(nproc)" -ge 2 ] || die "needs 2 cores"
+. "$ROOT/benches/common.sh"
+BENCH_PACKAGES="iproute2, util-linux, jq, kea-admin, kea-dhcp4-server, isc-dhcp-server"
+bench_start side_by_side perfdhcp kea-dhcp4 dhcpd
 
 SRV_IP=10.16.0.1
 CLI_IP=10.16.0.2
@@ -48,33 +43,11 @@ POOL_LAST=10.19.255.254 # ~262k addresses: one driver's clients plus the other's
 LEASE_TIME=3600
 NS_SRV=rlsbs-srv-$$
 NS_CLI=rlsbs-cli-$$
-TMP=$(mktemp -d /tmp/ringlease-side-by-side.XXXXXX)
 SERVER_PID=
-WATCHDOG_PID=
+bench_stop() { stop_server; }
 
-cleanup() {
-    set +e
-    [ -n "$WATCHDOG_PID" ] && kill "$WATCHDOG_PID" 2>/dev/null
-    stop_server
-    ip netns del "$NS_CLI" 2>/dev/null
-    ip netns del "$NS_SRV" 2>/dev/null
-    if [ "${KEEP:-0}" = 1 ]; then echo "kept $TMP" >&2; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-# The whole script is bounded: past LIMIT seconds it stops itself (cleanup runs from the EXIT trap).
-( for _ in $(seq "$LIMIT"); do sleep 1; done; echo "side_by_side: over ${LIMIT}s, stopping" >&2; kill -TERM $$ ) 2>/dev/null &
-WATCHDOG_PID=$!
-
-ip netns add "$NS_SRV"
-ip netns add "$NS_CLI"
-ip link add name veth0 netns "$NS_SRV" type veth peer name veth0 netns "$NS_CLI"
-for ns in "$NS_SRV" "$NS_CLI"; do
-    ip -n "$ns" link set lo up
-    ip -n "$ns" link set veth0 up
-done
-ip -n "$NS_SRV" addr add "$SRV_IP/14" dev veth0
-ip -n "$NS_CLI" addr add "$CLI_IP/14" dev veth0
+bench_netns "$NS_SRV" "$NS_CLI"
+bench_veth "$NS_SRV" "$SRV_IP" "$NS_CLI" "$CLI_IP" 14
 ip -n "$NS_CLI" addr add "$PD_IP/14" dev veth0
 
 # --- servers -------------------------------------------------------------------------------------------------
@@ -218,11 +191,7 @@ start_server() {
 }
 
 stop_server() {
-    [ -n "$SERVER_PID" ] || return 0
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$SERVER_PID" 2>/dev/null && kill -KILL "$SERVER_PID" 2>/dev/null
-    wait "$SERVER_PID" 2>/dev/null || true
+    stop_pid "$SERVER_PID"
     SERVER_PID=
 }
 
