@@ -8,7 +8,12 @@
 #   stop_pid PID               SIGTERM, up to 5 s, then SIGKILL; only a process the script started
 #
 # On exit: the script's own `bench_stop` (if it defines one: stop its servers), the namespaces, the watchdog, and
-# $TMP unless KEEP=1. The script sets ROOT, RINGLEASE_BIN, LOADGEN_BIN and LIMIT before bench_start.
+# $TMP unless KEEP=1. The script sets ROOT before sourcing this and LIMIT before bench_start.
+
+# The binaries under test (override with RINGLEASE_BIN / LOADGEN_BIN).
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+RINGLEASE_BIN=${RINGLEASE_BIN:-$TARGET/release/ringlease}
+LOADGEN_BIN=${LOADGEN_BIN:-$TARGET/release/ringlease-loadgen}
 
 BENCH_NETNS=()
 BENCH_WATCHDOG=

@@ -23,9 +23,6 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-RINGLEASE_BIN=${RINGLEASE_BIN:-$TARGET/release/ringlease}
-LOADGEN_BIN=${LOADGEN_BIN:-$TARGET/release/ringlease-loadgen}
 RATE=${RATE:-20000}
 SECS=${SECS:-20}
 ROUNDS=${ROUNDS:-3}

@@ -17,9 +17,6 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-RINGLEASE_BIN=${RINGLEASE_BIN:-$TARGET/release/ringlease}
-LOADGEN_BIN=${LOADGEN_BIN:-$TARGET/release/ringlease-loadgen}
 FIND_BUDGET=${FIND_BUDGET:-15}
 LOAD_SECS=${LOAD_SECS:-10}
 CLIENTS=${CLIENTS:-200000}
